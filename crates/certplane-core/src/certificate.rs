@@ -1,0 +1,100 @@
+//! The certificate inventory record.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::time::Timestamp;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CertificateStatus {
+    /// In the inventory and managed.
+    Active,
+    /// Removed from management; the record and its history are kept.
+    Retired,
+}
+
+impl CertificateStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CertificateStatus::Active => "active",
+            CertificateStatus::Retired => "retired",
+        }
+    }
+}
+
+/// A private key sealed with AEAD under a per-record data key, itself wrapped by the cluster's
+/// key-encryption key (KEK). The KEK never enters the log; only `kek_id` names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EncryptedKey {
+    /// Format version of the envelope.
+    pub v: u16,
+    pub algorithm: String,
+    pub kek_id: String,
+    /// Data key wrapped by the KEK: nonce || ciphertext, hex.
+    pub wrapped_data_key: String,
+    /// PKCS#8 key sealed by the data key: nonce || ciphertext, hex.
+    pub sealed_key: String,
+}
+
+/// Facts read from the leaf certificate at intake; the state machine trusts them as logged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertificateDetails {
+    /// Hex SHA-256 of the leaf's DER: the identity of the record.
+    pub fingerprint_sha256: String,
+    pub subject: String,
+    pub common_name: Option<String>,
+    pub issuer: String,
+    /// Hex, colon-free, lowercase.
+    pub serial: String,
+    pub sans: Vec<String>,
+    pub not_before: Timestamp,
+    pub not_after: Timestamp,
+    pub key_algorithm: String,
+    pub key_bits: u32,
+    pub signature_algorithm: String,
+    pub is_ca: bool,
+    pub self_signed: bool,
+}
+
+impl CertificateDetails {
+    /// Every DNS-like name on the certificate (CN and SANs), lowercased and de-duplicated.
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> =
+            self.common_name.iter().chain(self.sans.iter()).map(|n| n.to_ascii_lowercase()).collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertificateRecord {
+    pub id: String,
+    #[serde(flatten)]
+    pub details: CertificateDetails,
+    /// Leaf first, then intermediates, PEM.
+    pub chain_pem: String,
+    pub owner: String,
+    /// `/`-separated zone path, e.g. `payments/prod`.
+    pub zone: String,
+    pub tags: BTreeMap<String, String>,
+    pub status: CertificateStatus,
+    /// The sealed private key, if one was imported. Never serialised to API clients.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_key: Option<EncryptedKey>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub retired_at: Option<Timestamp>,
+    /// Bumped on every change; later issues use it to reject stale writes.
+    pub generation: u64,
+    /// Log index of the last change.
+    pub revision: u64,
+}
+
+impl CertificateRecord {
+    pub fn has_private_key(&self) -> bool {
+        self.private_key.is_some()
+    }
+}

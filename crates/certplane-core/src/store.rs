@@ -1,0 +1,186 @@
+//! The storage the state machine runs over.
+//!
+//! `apply` sees the state as named keyspaces of ordered byte keys. The RocksDB adapter maps each
+//! keyspace to a column family; [`MemStore`] maps them to B-trees for tests. Writes made during one
+//! apply batch must be visible to later reads in the same batch (read-your-writes), which both
+//! implementations guarantee.
+
+use std::collections::BTreeMap;
+
+/// One ordered keyspace of the state machine. The names are the RocksDB column family names and are
+/// part of the persisted format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Keyspace {
+    /// certificate id -> CertificateRecord
+    Certificates,
+    /// fingerprint -> certificate id
+    ByFingerprint,
+    /// not_after (8 bytes BE, offset) ++ id -> ()
+    ByExpiry,
+    /// owner ++ 0 ++ id -> ()
+    ByOwner,
+    /// zone ++ 0 ++ id -> ()
+    ByZone,
+    /// lowercased issuer ++ 0 ++ id -> ()
+    ByIssuer,
+    /// status ++ 0 ++ id -> ()
+    ByStatus,
+    /// name trigram ++ 0 ++ id -> (), for substring search over CN and SANs
+    ByNameTrigram,
+    /// token id -> TokenRecord
+    Tokens,
+    /// secret sha256 -> token id
+    TokenBySecret,
+    /// sequence (8 bytes BE) -> AuditRecord
+    Audit,
+    /// idempotency scope ++ 0 ++ key -> stored answer
+    Idempotency,
+    /// small singletons: initialisation, audit head, state digest, counters
+    Meta,
+}
+
+impl Keyspace {
+    pub const ALL: [Keyspace; 13] = [
+        Keyspace::Certificates,
+        Keyspace::ByFingerprint,
+        Keyspace::ByExpiry,
+        Keyspace::ByOwner,
+        Keyspace::ByZone,
+        Keyspace::ByIssuer,
+        Keyspace::ByStatus,
+        Keyspace::ByNameTrigram,
+        Keyspace::Tokens,
+        Keyspace::TokenBySecret,
+        Keyspace::Audit,
+        Keyspace::Idempotency,
+        Keyspace::Meta,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Keyspace::Certificates => "sm_certificates",
+            Keyspace::ByFingerprint => "sm_by_fingerprint",
+            Keyspace::ByExpiry => "sm_by_expiry",
+            Keyspace::ByOwner => "sm_by_owner",
+            Keyspace::ByZone => "sm_by_zone",
+            Keyspace::ByIssuer => "sm_by_issuer",
+            Keyspace::ByStatus => "sm_by_status",
+            Keyspace::ByNameTrigram => "sm_by_name_trigram",
+            Keyspace::Tokens => "sm_tokens",
+            Keyspace::TokenBySecret => "sm_token_by_secret",
+            Keyspace::Audit => "sm_audit",
+            Keyspace::Idempotency => "sm_idempotency",
+            Keyspace::Meta => "sm_meta",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Keyspace> {
+        Keyspace::ALL.into_iter().find(|ks| ks.name() == name)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage I/O: {0}")]
+    Io(String),
+}
+
+pub type KeyValue = (Vec<u8>, Vec<u8>);
+
+/// Read access to the state. `scan` yields keys in `[from, to)` in ascending order (`to` empty means
+/// unbounded), at most `limit` of them.
+pub trait StateRead {
+    fn get(&self, ks: Keyspace, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    fn scan(&self, ks: Keyspace, from: &[u8], to: &[u8], limit: usize) -> Result<Vec<KeyValue>, StoreError>;
+    /// Like `scan`, newest first: keys in `[from, to)` in descending order.
+    fn scan_rev(&self, ks: Keyspace, from: &[u8], to: &[u8], limit: usize) -> Result<Vec<KeyValue>, StoreError>;
+}
+
+/// Read and write access, as `apply` needs it.
+pub trait StateStore: StateRead {
+    fn put(&mut self, ks: Keyspace, key: &[u8], value: &[u8]);
+    fn delete(&mut self, ks: Keyspace, key: &[u8]);
+}
+
+/// The upper bound of all keys starting with `prefix` (empty when there is none).
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    Vec::new()
+}
+
+/// An in-memory store for unit and property tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MemStore {
+    data: BTreeMap<Keyspace, BTreeMap<Vec<u8>, Vec<u8>>>,
+}
+
+impl MemStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Every (keyspace, key, value), in order: lets tests compare two stores.
+    pub fn dump(&self) -> Vec<(Keyspace, Vec<u8>, Vec<u8>)> {
+        self.data.iter().flat_map(|(ks, m)| m.iter().map(move |(k, v)| (*ks, k.clone(), v.clone()))).collect()
+    }
+
+    fn range<'a>(&'a self, ks: Keyspace, from: &[u8], to: &[u8]) -> Box<dyn DoubleEndedIterator<Item = (&'a Vec<u8>, &'a Vec<u8>)> + 'a> {
+        use std::ops::Bound;
+        let Some(map) = self.data.get(&ks) else {
+            return Box::new(std::iter::empty());
+        };
+        let upper = if to.is_empty() { Bound::Unbounded } else { Bound::Excluded(to.to_vec()) };
+        Box::new(map.range::<Vec<u8>, _>((Bound::Included(from.to_vec()), upper)))
+    }
+}
+
+impl StateRead for MemStore {
+    fn get(&self, ks: Keyspace, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.data.get(&ks).and_then(|m| m.get(key)).cloned())
+    }
+
+    fn scan(&self, ks: Keyspace, from: &[u8], to: &[u8], limit: usize) -> Result<Vec<KeyValue>, StoreError> {
+        Ok(self.range(ks, from, to).take(limit).map(|(k, v)| (k.clone(), v.clone())).collect())
+    }
+
+    fn scan_rev(&self, ks: Keyspace, from: &[u8], to: &[u8], limit: usize) -> Result<Vec<KeyValue>, StoreError> {
+        Ok(self.range(ks, from, to).rev().take(limit).map(|(k, v)| (k.clone(), v.clone())).collect())
+    }
+}
+
+impl StateStore for MemStore {
+    fn put(&mut self, ks: Keyspace, key: &[u8], value: &[u8]) {
+        self.data.entry(ks).or_default().insert(key.to_vec(), value.to_vec());
+    }
+
+    fn delete(&mut self, ks: Keyspace, key: &[u8]) {
+        if let Some(m) = self.data.get_mut(&ks) {
+            m.remove(key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_end_rolls_over_max_bytes() {
+        assert_eq!(prefix_end(b"ab"), b"ac".to_vec());
+        assert_eq!(prefix_end(&[1, 255]), vec![2]);
+        assert_eq!(prefix_end(&[255, 255]), Vec::<u8>::new());
+    }
+
+    #[test]
+    fn keyspace_names_round_trip() {
+        for ks in Keyspace::ALL {
+            assert_eq!(Keyspace::from_name(ks.name()), Some(ks));
+        }
+    }
+}
