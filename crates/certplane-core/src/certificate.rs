@@ -61,8 +61,12 @@ pub struct CertificateDetails {
 impl CertificateDetails {
     /// Every DNS-like name on the certificate (CN and SANs), lowercased and de-duplicated.
     pub fn names(&self) -> Vec<String> {
-        let mut names: Vec<String> =
-            self.common_name.iter().chain(self.sans.iter()).map(|n| n.to_ascii_lowercase()).collect();
+        let mut names: Vec<String> = self
+            .common_name
+            .iter()
+            .chain(self.sans.iter())
+            .map(|n| n.to_ascii_lowercase())
+            .collect();
         names.sort();
         names.dedup();
         names

@@ -36,7 +36,14 @@ pub struct Proposal {
 
 impl Proposal {
     pub fn new(proposed_at: Timestamp, actor: Principal, command: Command) -> Self {
-        Proposal { v: PROPOSAL_VERSION, proposed_at, actor, idempotency_key: None, request_hash: None, command }
+        Proposal {
+            v: PROPOSAL_VERSION,
+            proposed_at,
+            actor,
+            idempotency_key: None,
+            request_hash: None,
+            command,
+        }
     }
 
     pub fn with_idempotency(mut self, key: Option<String>, request_hash: Option<String>) -> Self {
@@ -55,9 +62,13 @@ impl Proposal {
         struct VersionOnly {
             v: u16,
         }
-        let probe: VersionOnly = serde_json::from_slice(bytes).map_err(|e| CoreError::corrupt("proposal", e))?;
+        let probe: VersionOnly =
+            serde_json::from_slice(bytes).map_err(|e| CoreError::corrupt("proposal", e))?;
         if probe.v == 0 || probe.v > PROPOSAL_VERSION {
-            return Err(CoreError::corrupt("proposal", format!("unsupported proposal version {}", probe.v)));
+            return Err(CoreError::corrupt(
+                "proposal",
+                format!("unsupported proposal version {}", probe.v),
+            ));
         }
         serde_json::from_slice(bytes).map_err(|e| CoreError::corrupt("proposal", e))
     }
@@ -65,7 +76,13 @@ impl Proposal {
 
 impl fmt::Display for Proposal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} by {} at {}", self.command.action(), self.actor.id, self.proposed_at)
+        write!(
+            f,
+            "{} by {} at {}",
+            self.command.action(),
+            self.actor.id,
+            self.proposed_at
+        )
     }
 }
 
@@ -73,9 +90,14 @@ impl fmt::Display for Proposal {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Command {
     /// One-time cluster initialisation: stores the root token.
-    Initialize { root_token: TokenRecord },
-    ImportCertificate(ImportCertificate),
-    RetireCertificate { id: String, reason: Option<String> },
+    Initialize {
+        root_token: TokenRecord,
+    },
+    ImportCertificate(Box<ImportCertificate>),
+    RetireCertificate {
+        id: String,
+        reason: Option<String>,
+    },
     /// A no-op write used by health probes and benchmarks to measure the write path.
     Noop,
 }
@@ -123,7 +145,10 @@ pub struct Rejection {
 
 impl Rejection {
     pub fn new(code: RejectCode, message: impl Into<String>) -> Self {
-        Rejection { code, message: message.into() }
+        Rejection {
+            code,
+            message: message.into(),
+        }
     }
 }
 
@@ -131,9 +156,16 @@ impl Rejection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Applied {
-    Initialized { root_token_id: String },
-    CertificateImported { record: Box<CertificateRecord>, created: bool },
-    CertificateRetired { record: Box<CertificateRecord> },
+    Initialized {
+        root_token_id: String,
+    },
+    CertificateImported {
+        record: Box<CertificateRecord>,
+        created: bool,
+    },
+    CertificateRetired {
+        record: Box<CertificateRecord>,
+    },
     Noop,
     /// Membership changes and blank entries: nothing for the application.
     Internal,
@@ -151,6 +183,10 @@ pub struct Outcome {
 
 impl Default for Outcome {
     fn default() -> Self {
-        Outcome { index: 0, result: Ok(Applied::Internal), replayed: false }
+        Outcome {
+            index: 0,
+            result: Ok(Applied::Internal),
+            replayed: false,
+        }
     }
 }

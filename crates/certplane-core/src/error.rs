@@ -52,7 +52,10 @@ pub enum CoreError {
 
 impl CoreError {
     pub fn corrupt(what: &'static str, detail: impl std::fmt::Display) -> Self {
-        CoreError::Corrupt { what, detail: detail.to_string() }
+        CoreError::Corrupt {
+            what,
+            detail: detail.to_string(),
+        }
     }
 
     /// Storage errors may pass (a disk hiccup); corruption never does.

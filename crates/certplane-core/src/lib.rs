@@ -24,7 +24,9 @@ pub mod time;
 pub use apply::{apply, EntryContext};
 
 pub use certificate::{CertificateDetails, CertificateRecord, CertificateStatus, EncryptedKey};
-pub use command::{Applied, Command, ImportCertificate, Outcome, Proposal, Rejection, PROPOSAL_VERSION};
+pub use command::{
+    Applied, Command, ImportCertificate, Outcome, Proposal, Rejection, PROPOSAL_VERSION,
+};
 pub use error::{CoreError, RejectCode};
 pub use principal::{Principal, Role, TokenRecord};
 pub use store::{Keyspace, MemStore, StateRead, StateStore, StoreError};

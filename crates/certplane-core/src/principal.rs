@@ -40,7 +40,12 @@ pub struct Principal {
 impl Principal {
     /// The identity of the unauthenticated, one-time cluster initialisation.
     pub fn bootstrap() -> Self {
-        Principal { id: "system:init".into(), name: "cluster initialisation".into(), roles: vec![Role::Admin], zones: vec![] }
+        Principal {
+            id: "system:init".into(),
+            name: "cluster initialisation".into(),
+            roles: vec![Role::Admin],
+            zones: vec![],
+        }
     }
 
     pub fn has_role(&self, role: Role) -> bool {
@@ -50,7 +55,12 @@ impl Principal {
     /// True when the principal's zone scope covers `zone` (a `/`-separated path).
     pub fn covers_zone(&self, zone: &str) -> bool {
         self.zones.is_empty()
-            || self.zones.iter().any(|z| zone == z || zone.strip_prefix(z.as_str()).is_some_and(|rest| rest.starts_with('/')))
+            || self.zones.iter().any(|z| {
+                zone == z
+                    || zone
+                        .strip_prefix(z.as_str())
+                        .is_some_and(|rest| rest.starts_with('/'))
+            })
     }
 }
 
@@ -70,6 +80,11 @@ pub struct TokenRecord {
 
 impl TokenRecord {
     pub fn principal(&self) -> Principal {
-        Principal { id: self.id.clone(), name: self.name.clone(), roles: self.roles.clone(), zones: self.zones.clone() }
+        Principal {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            roles: self.roles.clone(),
+            zones: self.zones.clone(),
+        }
     }
 }

@@ -91,9 +91,21 @@ pub type KeyValue = (Vec<u8>, Vec<u8>);
 /// unbounded), at most `limit` of them.
 pub trait StateRead {
     fn get(&self, ks: Keyspace, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
-    fn scan(&self, ks: Keyspace, from: &[u8], to: &[u8], limit: usize) -> Result<Vec<KeyValue>, StoreError>;
+    fn scan(
+        &self,
+        ks: Keyspace,
+        from: &[u8],
+        to: &[u8],
+        limit: usize,
+    ) -> Result<Vec<KeyValue>, StoreError>;
     /// Like `scan`, newest first: keys in `[from, to)` in descending order.
-    fn scan_rev(&self, ks: Keyspace, from: &[u8], to: &[u8], limit: usize) -> Result<Vec<KeyValue>, StoreError>;
+    fn scan_rev(
+        &self,
+        ks: Keyspace,
+        from: &[u8],
+        to: &[u8],
+        limit: usize,
+    ) -> Result<Vec<KeyValue>, StoreError>;
 }
 
 /// Read and write access, as `apply` needs it.
@@ -127,15 +139,27 @@ impl MemStore {
 
     /// Every (keyspace, key, value), in order: lets tests compare two stores.
     pub fn dump(&self) -> Vec<(Keyspace, Vec<u8>, Vec<u8>)> {
-        self.data.iter().flat_map(|(ks, m)| m.iter().map(move |(k, v)| (*ks, k.clone(), v.clone()))).collect()
+        self.data
+            .iter()
+            .flat_map(|(ks, m)| m.iter().map(move |(k, v)| (*ks, k.clone(), v.clone())))
+            .collect()
     }
 
-    fn range<'a>(&'a self, ks: Keyspace, from: &[u8], to: &[u8]) -> Box<dyn DoubleEndedIterator<Item = (&'a Vec<u8>, &'a Vec<u8>)> + 'a> {
+    fn range<'a>(
+        &'a self,
+        ks: Keyspace,
+        from: &[u8],
+        to: &[u8],
+    ) -> Box<dyn DoubleEndedIterator<Item = (&'a Vec<u8>, &'a Vec<u8>)> + 'a> {
         use std::ops::Bound;
         let Some(map) = self.data.get(&ks) else {
             return Box::new(std::iter::empty());
         };
-        let upper = if to.is_empty() { Bound::Unbounded } else { Bound::Excluded(to.to_vec()) };
+        let upper = if to.is_empty() {
+            Bound::Unbounded
+        } else {
+            Bound::Excluded(to.to_vec())
+        };
         Box::new(map.range::<Vec<u8>, _>((Bound::Included(from.to_vec()), upper)))
     }
 }
@@ -145,18 +169,42 @@ impl StateRead for MemStore {
         Ok(self.data.get(&ks).and_then(|m| m.get(key)).cloned())
     }
 
-    fn scan(&self, ks: Keyspace, from: &[u8], to: &[u8], limit: usize) -> Result<Vec<KeyValue>, StoreError> {
-        Ok(self.range(ks, from, to).take(limit).map(|(k, v)| (k.clone(), v.clone())).collect())
+    fn scan(
+        &self,
+        ks: Keyspace,
+        from: &[u8],
+        to: &[u8],
+        limit: usize,
+    ) -> Result<Vec<KeyValue>, StoreError> {
+        Ok(self
+            .range(ks, from, to)
+            .take(limit)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
     }
 
-    fn scan_rev(&self, ks: Keyspace, from: &[u8], to: &[u8], limit: usize) -> Result<Vec<KeyValue>, StoreError> {
-        Ok(self.range(ks, from, to).rev().take(limit).map(|(k, v)| (k.clone(), v.clone())).collect())
+    fn scan_rev(
+        &self,
+        ks: Keyspace,
+        from: &[u8],
+        to: &[u8],
+        limit: usize,
+    ) -> Result<Vec<KeyValue>, StoreError> {
+        Ok(self
+            .range(ks, from, to)
+            .rev()
+            .take(limit)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
     }
 }
 
 impl StateStore for MemStore {
     fn put(&mut self, ks: Keyspace, key: &[u8], value: &[u8]) {
-        self.data.entry(ks).or_default().insert(key.to_vec(), value.to_vec());
+        self.data
+            .entry(ks)
+            .or_default()
+            .insert(key.to_vec(), value.to_vec());
     }
 
     fn delete(&mut self, ks: Keyspace, key: &[u8]) {
