@@ -1,0 +1,205 @@
+//! Shared by the benchmarks: start `certplane server` processes on loopback and drive them over HTTP.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_certplane");
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
+}
+
+pub struct Node {
+    pub id: u64,
+    pub api: String,
+    args: Vec<String>,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Node {
+    pub fn start(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("log");
+        self.child = Some(
+            Command::new(BIN)
+                .args(&self.args)
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().expect("log"))
+                .stderr(log)
+                .spawn()
+                .expect("spawn certplane"),
+        );
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn running(&self) -> bool {
+        self.child.is_some()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub nodes: Vec<Node>,
+    pub token: String,
+    pub http: reqwest::Client,
+}
+
+impl Cluster {
+    /// Start `n` nodes with mutual TLS and durable (fsync'd) writes, initialise, wait for a leader.
+    pub async fn start(n: usize) -> Cluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tls = dir.path().join("tls");
+        let out = Command::new(BIN).args(["tls", "init", "--nodes", &n.to_string(), "--out"]).arg(&tls).output().expect("tls");
+        assert!(out.status.success());
+        let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
+        let initial = ports.iter().enumerate().map(|(i, (_, c))| format!("{}=127.0.0.1:{c}", i + 1)).collect::<Vec<_>>().join(",");
+        let nodes = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (api, cluster))| {
+                let id = i as u64 + 1;
+                Node {
+                    id,
+                    api: format!("http://127.0.0.1:{api}"),
+                    args: vec![
+                        "server".into(),
+                        format!("--node-id={id}"),
+                        format!("--data-dir={}", dir.path().join(format!("node-{id}")).display()),
+                        format!("--api-addr=127.0.0.1:{api}"),
+                        format!("--cluster-addr=127.0.0.1:{cluster}"),
+                        format!("--initial-cluster={initial}"),
+                        format!("--tls-ca={}", tls.join("ca.pem").display()),
+                        format!("--tls-cert={}", tls.join(format!("node-{id}.pem")).display()),
+                        format!("--tls-key={}", tls.join(format!("node-{id}-key.pem")).display()),
+                        "--log=error".into(),
+                    ],
+                    child: None,
+                    log: dir.path().join(format!("node-{id}.log")),
+                }
+            })
+            .collect();
+        let mut cluster = Cluster { dir, nodes, token: String::new(), http: reqwest::Client::new() };
+        for node in &mut cluster.nodes {
+            node.start();
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(r) = cluster.http.post(format!("{}/v1/sys/init", cluster.nodes[0].api)).json(&json!({})).send().await {
+                if r.status().as_u16() == 201 {
+                    let v: Value = r.json().await.unwrap_or(Value::Null);
+                    cluster.token = v["root_token"].as_str().unwrap_or_default().to_string();
+                    break;
+                }
+            }
+            assert!(Instant::now() < deadline, "cluster did not initialise");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        cluster.leader(None).await;
+        cluster
+    }
+
+    pub async fn status(&self, node: &Node) -> Option<Value> {
+        let r = self.http.get(format!("{}/v1/sys/cluster", node.api)).bearer_auth(&self.token).timeout(Duration::from_millis(500)).send().await.ok()?;
+        r.json().await.ok()
+    }
+
+    /// The leader agreed by the running nodes, other than `not`.
+    pub async fn leader(&self, not: Option<u64>) -> u64 {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut leaders = Vec::new();
+            for n in self.nodes.iter().filter(|n| n.running()) {
+                leaders.push(self.status(n).await.and_then(|v| v["leader"].as_u64()));
+            }
+            if let Some(Some(first)) = leaders.first() {
+                if leaders.iter().all(|l| *l == Some(*first)) && Some(*first) != not {
+                    return *first;
+                }
+            }
+            assert!(Instant::now() < deadline, "no leader");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    pub fn node(&mut self, id: u64) -> &mut Node {
+        &mut self.nodes[(id - 1) as usize]
+    }
+
+    /// One import; Ok(latency) when acknowledged.
+    pub async fn import(&self, api: &str, body: &Value, key: &str) -> Result<Duration, u16> {
+        let started = Instant::now();
+        let r = self
+            .http
+            .post(format!("{api}/v1/certificates/import"))
+            .bearer_auth(&self.token)
+            .header("idempotency-key", key)
+            .timeout(Duration::from_secs(10))
+            .json(body)
+            .send()
+            .await
+            .map_err(|_| 0u16)?;
+        if r.status().is_success() {
+            Ok(started.elapsed())
+        } else {
+            Err(r.status().as_u16())
+        }
+    }
+
+    /// Wait until every running node has applied the same index.
+    pub async fn converge(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let mut applied = Vec::new();
+            for n in self.nodes.iter().filter(|n| n.running()) {
+                applied.push(self.status(n).await.and_then(|v| v["applied_index"].as_u64()));
+            }
+            if applied.iter().all(|a| a.is_some() && *a == applied[0]) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "nodes did not converge");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+pub fn import_body(certs: &certplane_pki::testing::TestCa, now: i64, i: usize, tag: &str) -> Value {
+    let cn = format!("{tag}-{i}.bench.example.com");
+    let (chain, _) = certs.issue_leaf(&cn, &[&cn], now - 86_400_000, now + 30 * 86_400_000);
+    json!({ "chain_pem": chain, "owner": "bench", "zone": "bench" })
+}
+
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+pub fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+pub fn write_report(path: &Path, text: &str) {
+    if let Some(parent) = path.parent() {
+        let _ = std::fs::create_dir_all(parent);
+    }
+    let _ = std::fs::write(path, text);
+}

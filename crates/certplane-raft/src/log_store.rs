@@ -1,0 +1,904 @@
+//! openraft's log storage over the node's RocksDB: entries in `raft_log`, vote and pointers in
+//! `raft_meta`.
+//!
+//! An append is acknowledged to openraft only once it is durable (DESIGN §4), without making every
+//! append pay for its own fsync:
+//!
+//! ```text
+//!  append(entries, cb) ──► WriteBatch, WAL on, no sync ──► entries readable; cb queued (in order)
+//!                                                                │ mpsc
+//!  fsync thread:  take every queued cb ──► flush_wal(true) ──► complete them in queue order
+//! ```
+//!
+//! One fsync covers every batch written before it started (group commit), and because a single
+//! thread completes callbacks from one FIFO queue, they complete in the order of the appends.
+//!
+//! Stored values are a format version byte (`1`) followed by JSON, so that the encoding can change
+//! without a flag day: a node meeting a version it does not know fails with `InvalidData` instead of
+//! misreading its own log.
+
+use std::fmt;
+use std::io;
+use std::ops::{Bound, RangeBounds};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use openraft::entry::RaftEntry;
+use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
+use openraft::OptionalSend;
+use rocksdb::{ColumnFamily, Direction, IteratorMode, ReadOptions, WriteBatch, WriteOptions, DB};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::db::{cf, io_error, CF_RAFT_LOG, CF_RAFT_META};
+use crate::types::{Entry, LogId, TypeConfig, Vote};
+
+/// Histogram of the duration of each WAL fsync (one per group of appends), in seconds.
+pub const METRIC_LOG_FSYNC_SECONDS: &str = "certplane_raft_log_fsync_seconds";
+
+/// The only value format this build writes and reads: `[1] ++ JSON`.
+const FORMAT_V1: u8 = 1;
+
+const META_VOTE: &[u8] = b"vote";
+const META_COMMITTED: &[u8] = b"committed";
+const META_LAST_PURGED: &[u8] = b"last_purged";
+
+/// openraft's log store, and its log reader (a clone).
+///
+/// Clones share the database and the fsync thread; the thread stops when the last clone is dropped.
+#[derive(Clone)]
+pub struct RocksLogStore {
+    db: Arc<DB>,
+    flusher: Arc<WalFlusher>,
+}
+
+impl fmt::Debug for RocksLogStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RocksLogStore")
+            .field("path", &self.db.path())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RocksLogStore {
+    /// Wraps a database opened by [`crate::db::open_db`] and starts the fsync thread.
+    pub fn new(db: Arc<DB>) -> io::Result<Self> {
+        let wal_db = Arc::clone(&db);
+        Self::with_wal_sync(db, move || {
+            wal_db
+                .flush_wal(true)
+                .map_err(|e| io_error("fsync of the RocksDB WAL", e))
+        })
+    }
+
+    /// Like [`Self::new`] with the fsync replaced, so tests can hold, count or fail it.
+    fn with_wal_sync(
+        db: Arc<DB>,
+        sync_wal: impl FnMut() -> io::Result<()> + Send + 'static,
+    ) -> io::Result<Self> {
+        // Fail at start-up, not on the first append, if the database lacks our column families.
+        cf(&db, CF_RAFT_LOG)?;
+        cf(&db, CF_RAFT_META)?;
+        Ok(RocksLogStore {
+            db,
+            flusher: Arc::new(WalFlusher::spawn(sync_wal)?),
+        })
+    }
+
+    /// Index of the newest stored entry, if any.
+    pub fn last_index(&self) -> io::Result<Option<u64>> {
+        self.edge_index(IteratorMode::End)
+    }
+
+    /// Index of the oldest stored entry (the one after the last purge), if any.
+    pub fn first_index(&self) -> io::Result<Option<u64>> {
+        self.edge_index(IteratorMode::Start)
+    }
+
+    fn log_cf(&self) -> io::Result<&ColumnFamily> {
+        cf(&self.db, CF_RAFT_LOG)
+    }
+
+    fn edge_index(&self, mode: IteratorMode<'_>) -> io::Result<Option<u64>> {
+        match self.db.iterator_cf(self.log_cf()?, mode).next() {
+            None => Ok(None),
+            Some(item) => {
+                let (key, _) = item.map_err(|e| io_error("reading the raft log", e))?;
+                decode_index(&key).map(Some)
+            }
+        }
+    }
+
+    fn last_entry(&self) -> io::Result<Option<Entry>> {
+        match self
+            .db
+            .iterator_cf(self.log_cf()?, IteratorMode::End)
+            .next()
+        {
+            None => Ok(None),
+            Some(item) => {
+                let (key, value) = item.map_err(|e| io_error("reading the raft log", e))?;
+                decode_entry(&key, &value).map(Some)
+            }
+        }
+    }
+
+    /// The stored entries in `range`, checked to be the entries their keys say, with no hole.
+    fn read_entries(&self, range: &impl RangeBounds<u64>) -> io::Result<Vec<Entry>> {
+        let start = match range.start_bound() {
+            Bound::Included(&start) => start,
+            Bound::Excluded(&start) => match start.checked_add(1) {
+                Some(start) => start,
+                None => return Ok(Vec::new()),
+            },
+            Bound::Unbounded => 0,
+        };
+        // Exclusive end; `None` reads to the end of the log.
+        let end = match range.end_bound() {
+            Bound::Included(&end) => end.checked_add(1),
+            Bound::Excluded(&end) => Some(end),
+            Bound::Unbounded => None,
+        };
+        if end.is_some_and(|end| end <= start) {
+            return Ok(Vec::new());
+        }
+
+        let mut read_opts = ReadOptions::default();
+        if let Some(end) = end {
+            // Lets RocksDB stop at the bound instead of stepping onto (and decoding) the next entry.
+            read_opts.set_iterate_upper_bound(index_key(end));
+        }
+        let start_key = index_key(start);
+        let iter = self.db.iterator_cf_opt(
+            self.log_cf()?,
+            read_opts,
+            IteratorMode::From(&start_key, Direction::Forward),
+        );
+
+        let mut entries: Vec<Entry> = Vec::new();
+        for item in iter {
+            let (key, value) = item.map_err(|e| io_error("reading the raft log", e))?;
+            let entry = decode_entry(&key, &value)?;
+            // openraft only ever checks the last log id; a hole would go unnoticed until it bit.
+            if let Some(previous) = entries.last().map(|e| e.index()) {
+                if previous.checked_add(1) != Some(entry.index()) {
+                    return Err(invalid_data(format!(
+                        "hole in the raft log: index {} follows {previous}",
+                        entry.index()
+                    )));
+                }
+            }
+            entries.push(entry);
+        }
+        Ok(entries)
+    }
+
+    fn get_meta<T: DeserializeOwned>(&self, key: &[u8]) -> io::Result<Option<T>> {
+        let value = self
+            .db
+            .get_cf(cf(&self.db, CF_RAFT_META)?, key)
+            .map_err(|e| io_error("reading raft metadata", e))?;
+        value
+            .map(|bytes| {
+                decode_value(&bytes, || {
+                    format!("raft metadata `{}`", String::from_utf8_lossy(key))
+                })
+            })
+            .transpose()
+    }
+}
+
+fn put_meta(db: &DB, key: &[u8], value: &impl Serialize, sync: bool) -> io::Result<()> {
+    let what = || format!("raft metadata `{}`", String::from_utf8_lossy(key));
+    let bytes = encode_value(value, what)?;
+    let mut opts = WriteOptions::default();
+    opts.set_sync(sync);
+    db.put_cf_opt(cf(db, CF_RAFT_META)?, key, bytes, &opts)
+        .map_err(|e| io_error(&format!("writing {}", what()), e))
+}
+
+impl RaftLogReader<TypeConfig> for RocksLogStore {
+    async fn try_get_log_entries<RB>(&mut self, range: RB) -> io::Result<Vec<Entry>>
+    where
+        RB: RangeBounds<u64> + Clone + fmt::Debug + OptionalSend,
+    {
+        self.read_entries(&range)
+    }
+
+    async fn read_vote(&mut self) -> io::Result<Option<Vote>> {
+        self.get_meta(META_VOTE)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for RocksLogStore {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> io::Result<LogState<TypeConfig>> {
+        let last_purged_log_id: Option<LogId> = self.get_meta(META_LAST_PURGED)?;
+        let last_log_id = match self.last_entry()? {
+            Some(entry) => Some(entry.log_id()),
+            None => last_purged_log_id.clone(),
+        };
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> io::Result<()> {
+        // openraft requires the vote on disk before this returns. A synced write also syncs every
+        // earlier WAL record. It blocks for an fsync, so it runs off the async workers.
+        let db = Arc::clone(&self.db);
+        let vote = vote.clone();
+        tokio::task::spawn_blocking(move || put_meta(&db, META_VOTE, &vote, true))
+            .await
+            .map_err(|e| io::Error::other(format!("saving the vote: {e}")))?
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> io::Result<()> {
+        // Not synced: losing it only means re-applying from the last snapshot, and the next synced
+        // write (an append's fsync, a vote) makes it durable anyway.
+        put_meta(&self.db, META_COMMITTED, &committed, false)
+    }
+
+    async fn read_committed(&mut self) -> io::Result<Option<LogId>> {
+        Ok(self.get_meta::<Option<LogId>>(META_COMMITTED)?.flatten())
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> io::Result<()>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let log_cf = self.log_cf()?;
+        let mut batch = WriteBatch::default();
+        for entry in entries {
+            let index = entry.index();
+            batch.put_cf(
+                log_cf,
+                index_key(index),
+                encode_value(&entry, || format!("raft log entry {index}"))?,
+            );
+        }
+        // Written here so the entries are readable when `append` returns, as openraft requires; the
+        // fsync thread makes them durable before `callback` is completed.
+        let mut opts = WriteOptions::default();
+        opts.set_sync(false);
+        opts.disable_wal(false);
+        let write = || {
+            self.db
+                .write_opt(batch, &opts)
+                .map_err(|e| io_error("appending to the raft log", e))
+        };
+        self.flusher
+            .write_then_enqueue(write, Box::new(move |result| callback.io_completed(result)))
+    }
+
+    async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> io::Result<()> {
+        let first_removed = match last_log_id {
+            Some(log_id) => match log_id.index().checked_add(1) {
+                Some(index) => index,
+                None => return Ok(()),
+            },
+            None => 0,
+        };
+        // Not synced: if a crash undoes it, the node restarts with the conflicting tail it had, which
+        // openraft truncates again. Any later acknowledged append fsyncs this deletion with it.
+        let log_cf = self.log_cf()?;
+        let mut batch = WriteBatch::default();
+        // delete_range's end is exclusive, so the last possible index is deleted on its own.
+        batch.delete_range_cf(log_cf, index_key(first_removed), index_key(u64::MAX));
+        batch.delete_cf(log_cf, index_key(u64::MAX));
+        self.db
+            .write(batch)
+            .map_err(|e| io_error("truncating the raft log", e))
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> io::Result<()> {
+        // The marker goes first: the WAL replays writes in order, so after a crash the entries are
+        // either still there or already accounted for by `last_purged`, never missing unexplained.
+        put_meta(&self.db, META_LAST_PURGED, &log_id, false)?;
+        let log_cf = self.log_cf()?;
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(log_cf, index_key(0), index_key(log_id.index()));
+        batch.delete_cf(log_cf, index_key(log_id.index()));
+        self.db
+            .write(batch)
+            .map_err(|e| io_error("purging the raft log", e))
+    }
+}
+
+/// Called once the WAL holding an append is fsync'd (or the fsync failed).
+type FlushWaiter = Box<dyn FnOnce(io::Result<()>) + Send>;
+
+/// The handle to the fsync thread.
+///
+/// A dedicated OS thread rather than a task: fsync blocks, and one thread gives group commit and
+/// in-order completion by construction.
+struct WalFlusher {
+    /// Held while an append writes its batch and queues its waiter, so queue order is WAL order even
+    /// if clones were to append concurrently. `None` once shutting down.
+    queue: Mutex<Option<mpsc::Sender<FlushWaiter>>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl WalFlusher {
+    fn spawn(sync_wal: impl FnMut() -> io::Result<()> + Send + 'static) -> io::Result<Self> {
+        let (sender, receiver) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("raft-log-fsync".to_owned())
+            .spawn(move || run_flusher(&receiver, sync_wal))?;
+        Ok(WalFlusher {
+            queue: Mutex::new(Some(sender)),
+            thread: Some(thread),
+        })
+    }
+
+    /// Runs `write`, then queues `waiter` for the next fsync. If `write` fails, `waiter` is dropped
+    /// uncompleted and the error returned: openraft treats a failed append as fatal.
+    fn write_then_enqueue(
+        &self,
+        write: impl FnOnce() -> io::Result<()>,
+        waiter: FlushWaiter,
+    ) -> io::Result<()> {
+        let queue = self
+            .queue
+            .lock()
+            .map_err(|_| io::Error::other("raft log fsync queue lock poisoned"))?;
+        let Some(sender) = queue.as_ref() else {
+            return Err(io::Error::other("raft log fsync thread is shut down"));
+        };
+        write()?;
+        sender.send(waiter).map_err(|_| {
+            io::Error::other("raft log fsync thread has stopped; appends cannot be made durable")
+        })
+    }
+}
+
+impl Drop for WalFlusher {
+    fn drop(&mut self) {
+        // Closing the channel lets the thread complete what is queued and exit. Joining means that,
+        // once the store is dropped, the thread no longer holds the database open.
+        drop(
+            self.queue
+                .get_mut()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take(),
+        );
+        if let Some(thread) = self.thread.take() {
+            if thread.thread().id() != std::thread::current().id() && thread.join().is_err() {
+                tracing::error!("raft log fsync thread panicked");
+            }
+        }
+    }
+}
+
+fn run_flusher(queue: &mpsc::Receiver<FlushWaiter>, mut sync_wal: impl FnMut() -> io::Result<()>) {
+    // After a failed fsync the kernel may have dropped the dirty pages, and a later fsync can then
+    // succeed without them: nothing written before the failure can be acknowledged, ever.
+    let mut failure: Option<(io::ErrorKind, String)> = None;
+    while let Ok(first) = queue.recv() {
+        // Everything queued now was written before this fsync starts, so one fsync covers it all.
+        let mut group = vec![first];
+        group.extend(queue.try_iter());
+        if failure.is_none() {
+            let started = Instant::now();
+            let result = sync_wal();
+            metrics::histogram!(METRIC_LOG_FSYNC_SECONDS).record(started.elapsed().as_secs_f64());
+            if let Err(err) = result {
+                tracing::error!(error = %err, appends = group.len(), "raft log WAL fsync failed");
+                failure = Some((err.kind(), err.to_string()));
+            }
+        }
+        for waiter in group {
+            waiter(match &failure {
+                None => Ok(()),
+                Some((kind, message)) => Err(io::Error::new(
+                    *kind,
+                    format!("raft log WAL fsync failed: {message}"),
+                )),
+            });
+        }
+    }
+}
+
+/// Big-endian, so RocksDB's byte order is index order.
+fn index_key(index: u64) -> [u8; 8] {
+    index.to_be_bytes()
+}
+
+fn decode_index(key: &[u8]) -> io::Result<u64> {
+    <[u8; 8]>::try_from(key)
+        .map(u64::from_be_bytes)
+        .map_err(|_| invalid_data(format!("raft log key of {} bytes, expected 8", key.len())))
+}
+
+fn decode_entry(key: &[u8], value: &[u8]) -> io::Result<Entry> {
+    let index = decode_index(key)?;
+    let entry: Entry = decode_value(value, || format!("raft log entry {index}"))?;
+    if entry.index() != index {
+        return Err(invalid_data(format!(
+            "raft log key {index} holds the entry of index {}",
+            entry.index()
+        )));
+    }
+    Ok(entry)
+}
+
+fn encode_value(value: &impl Serialize, what: impl FnOnce() -> String) -> io::Result<Vec<u8>> {
+    let mut bytes = vec![FORMAT_V1];
+    serde_json::to_writer(&mut bytes, value)
+        .map_err(|e| invalid_data(format!("encoding {}: {e}", what())))?;
+    Ok(bytes)
+}
+
+fn decode_value<T: DeserializeOwned>(bytes: &[u8], what: impl FnOnce() -> String) -> io::Result<T> {
+    match bytes.split_first() {
+        Some((&FORMAT_V1, json)) => serde_json::from_slice(json)
+            .map_err(|e| invalid_data(format!("{}: bad JSON in a version 1 value: {e}", what()))),
+        Some((version, _)) => Err(invalid_data(format!(
+            "{}: unknown value format version {version} (this build reads version {FORMAT_V1})",
+            what()
+        ))),
+        None => Err(invalid_data(format!("{}: empty value", what()))),
+    }
+}
+
+fn invalid_data(message: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::Duration;
+
+    use certplane_core::{Command, Principal, Proposal, Timestamp};
+    use openraft::storage::RaftLogStorageExt;
+    use openraft::testing::log_id;
+    use openraft::type_config::TypeConfigExt;
+    use tokio::sync::oneshot;
+
+    use super::*;
+    use crate::db::open_db;
+
+    /// Long enough never to fire on a healthy machine; only there so a broken test fails, not hangs.
+    const WAIT: Duration = Duration::from_secs(10);
+
+    fn blank(term: u64, index: u64) -> Entry {
+        Entry::new_blank(log_id::<TypeConfig>(term, 1, index))
+    }
+
+    fn normal(term: u64, index: u64) -> Entry {
+        Entry::new_normal(
+            log_id::<TypeConfig>(term, 1, index),
+            Proposal::new(
+                Timestamp::from_millis(1),
+                Principal::bootstrap(),
+                Command::Noop,
+            ),
+        )
+    }
+
+    fn indexes(entries: &[Entry]) -> Vec<u64> {
+        entries.iter().map(|e| e.index()).collect()
+    }
+
+    fn open_store() -> (tempfile::TempDir, RocksLogStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RocksLogStore::new(open_db(dir.path()).unwrap()).unwrap();
+        (dir, store)
+    }
+
+    /// An append whose completion the test observes.
+    fn signalled() -> (IOFlushed<TypeConfig>, oneshot::Receiver<io::Result<()>>) {
+        let (tx, rx) = TypeConfig::oneshot();
+        (IOFlushed::signal(tx), rx)
+    }
+
+    /// A WAL "fsync" that reports when it starts and returns only when the test releases it.
+    struct HeldSync {
+        started: mpsc::Receiver<()>,
+        release: mpsc::Sender<io::Result<()>>,
+    }
+
+    fn held_sync() -> (impl FnMut() -> io::Result<()> + Send + 'static, HeldSync) {
+        let (started_tx, started) = mpsc::channel();
+        let (release, release_rx) = mpsc::channel();
+        let sync = move || {
+            started_tx.send(()).ok();
+            // A dropped HeldSync releases everything, so a failing test cannot hang the drop.
+            release_rx.recv().unwrap_or(Ok(()))
+        };
+        (sync, HeldSync { started, release })
+    }
+
+    fn put_raw(store: &RocksLogStore, index: u64, value: &[u8]) {
+        store
+            .db
+            .put_cf(store.log_cf().unwrap(), index_key(index), value)
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn append_then_read_round_trip() {
+        let (_dir, mut store) = open_store();
+        let written = vec![blank(1, 1), normal(1, 2), normal(2, 3)];
+        store.blocking_append(written.clone()).await.unwrap();
+
+        assert_eq!(store.try_get_log_entries(1..4).await.unwrap(), written);
+        assert_eq!(store.try_get_log_entries(..).await.unwrap(), written);
+        assert_eq!(
+            indexes(&store.try_get_log_entries(2..=3).await.unwrap()),
+            [2, 3]
+        );
+        assert_eq!(
+            indexes(&store.try_get_log_entries(2..3).await.unwrap()),
+            [2]
+        );
+        assert_eq!(indexes(&store.try_get_log_entries(3..).await.unwrap()), [3]);
+        assert!(store.try_get_log_entries(3..3).await.unwrap().is_empty());
+        assert!(store.try_get_log_entries(4..100).await.unwrap().is_empty());
+        assert!(store
+            .try_get_log_entries((Bound::Excluded(u64::MAX), Bound::Unbounded))
+            .await
+            .unwrap()
+            .is_empty());
+
+        let state = store.get_log_state().await.unwrap();
+        assert_eq!(state.last_purged_log_id, None);
+        assert_eq!(state.last_log_id, Some(log_id::<TypeConfig>(2, 1, 3)));
+        assert_eq!(
+            (store.first_index().unwrap(), store.last_index().unwrap()),
+            (Some(1), Some(3))
+        );
+
+        // The reader openraft hands to replication sees the same log.
+        let mut reader = store.get_log_reader().await;
+        assert_eq!(reader.try_get_log_entries(1..4).await.unwrap(), written);
+    }
+
+    #[tokio::test]
+    async fn empty_log_has_no_state() {
+        let (_dir, mut store) = open_store();
+        let state = store.get_log_state().await.unwrap();
+        assert_eq!((state.last_purged_log_id, state.last_log_id), (None, None));
+        assert_eq!(
+            (store.first_index().unwrap(), store.last_index().unwrap()),
+            (None, None)
+        );
+        assert_eq!(store.read_vote().await.unwrap(), None);
+        assert_eq!(store.read_committed().await.unwrap(), None);
+    }
+
+    /// Appends are readable when `append` returns, but acknowledged only after an fsync that started
+    /// after they were written; acknowledgements follow append order, and appends queued during one
+    /// fsync share the next one (group commit).
+    #[tokio::test]
+    async fn callbacks_complete_in_order_and_only_after_the_wal_fsync() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sync, held) = held_sync();
+        let mut store = RocksLogStore::with_wal_sync(open_db(dir.path()).unwrap(), sync).unwrap();
+
+        let (cb1, mut done1) = signalled();
+        store.append([blank(1, 1)], cb1).await.unwrap();
+        held.started.recv_timeout(WAIT).unwrap(); // fsync #1 (covering append 1) is in progress
+
+        let (cb2, mut done2) = signalled();
+        let (cb3, mut done3) = signalled();
+        store.append([blank(1, 2)], cb2).await.unwrap();
+        store.append([blank(1, 3), blank(1, 4)], cb3).await.unwrap();
+        assert_eq!(
+            indexes(&store.try_get_log_entries(..).await.unwrap()),
+            [1, 2, 3, 4]
+        );
+        assert!(
+            done1.try_recv().is_err() && done2.try_recv().is_err() && done3.try_recv().is_err()
+        );
+
+        held.release.send(Ok(())).unwrap();
+        tokio::time::timeout(WAIT, &mut done1)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        // Appends 2 and 3 were written during fsync #1, so it does not cover them: they wait for #2.
+        held.started.recv_timeout(WAIT).unwrap();
+        assert!(done2.try_recv().is_err() && done3.try_recv().is_err());
+
+        held.release.send(Ok(())).unwrap();
+        tokio::time::timeout(WAIT, &mut done2)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        tokio::time::timeout(WAIT, &mut done3)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        // One fsync served both.
+        assert!(held.started.try_recv().is_err());
+    }
+
+    /// The exact completion order, under load: each waiter records itself when completed, and checks
+    /// that an fsync which began after its write has finished.
+    #[test]
+    fn flusher_completes_waiters_in_queue_order_after_an_fsync_covering_them() {
+        const APPENDS: u64 = 2_000;
+        let written = Arc::new(AtomicU64::new(0));
+        let durable = Arc::new(AtomicU64::new(0));
+        let sync = {
+            let (written, durable) = (Arc::clone(&written), Arc::clone(&durable));
+            move || {
+                // Everything written before the fsync starts is durable once it returns.
+                let covered = written.load(Ordering::SeqCst);
+                std::thread::yield_now();
+                durable.store(covered, Ordering::SeqCst);
+                Ok(())
+            }
+        };
+        let flusher = WalFlusher::spawn(sync).unwrap();
+        let (done_tx, done_rx) = mpsc::channel();
+        for seq in 1..=APPENDS {
+            let (done_tx, durable) = (done_tx.clone(), Arc::clone(&durable));
+            let write = || {
+                written.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            };
+            let waiter: FlushWaiter = Box::new(move |result| {
+                done_tx
+                    .send((seq, result.is_ok(), durable.load(Ordering::SeqCst) >= seq))
+                    .unwrap();
+            });
+            flusher.write_then_enqueue(write, waiter).unwrap();
+        }
+        drop(flusher); // completes everything queued, then joins the thread
+        drop(done_tx);
+        let completions: Vec<_> = done_rx.iter().collect();
+        assert_eq!(completions.len() as u64, APPENDS);
+        for (position, (seq, ok, covered)) in completions.into_iter().enumerate() {
+            assert_eq!(seq, position as u64 + 1, "completed out of order");
+            assert!(
+                ok && covered,
+                "append {seq} acknowledged before an fsync covered it"
+            );
+        }
+    }
+
+    /// After a failed fsync the kernel may have dropped the unsynced pages, so a later "successful"
+    /// fsync proves nothing: the failed group and every later append must fail.
+    #[tokio::test]
+    async fn fsync_failure_fails_that_group_and_every_later_append() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sync, held) = held_sync();
+        let mut store = RocksLogStore::with_wal_sync(open_db(dir.path()).unwrap(), sync).unwrap();
+
+        let (cb, done) = signalled();
+        store.append([blank(1, 1)], cb).await.unwrap();
+        held.release
+            .send(Err(io::Error::other("disk on fire")))
+            .unwrap();
+        let err = tokio::time::timeout(WAIT, done)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap_err();
+        assert!(err.to_string().contains("disk on fire"), "{err}");
+
+        held.release.send(Ok(())).unwrap();
+        let (cb, done) = signalled();
+        store.append([blank(1, 2)], cb).await.unwrap();
+        assert!(tokio::time::timeout(WAIT, done)
+            .await
+            .unwrap()
+            .unwrap()
+            .is_err());
+    }
+
+    #[tokio::test]
+    async fn fsync_thread_exits_when_the_store_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let (alive_tx, alive_rx) = mpsc::channel::<()>();
+        let sync = move || {
+            let _owned_by_the_thread = &alive_tx;
+            Ok(())
+        };
+        let mut store = RocksLogStore::with_wal_sync(open_db(dir.path()).unwrap(), sync).unwrap();
+        let reader = store.get_log_reader().await;
+        store.blocking_append([blank(1, 1)]).await.unwrap();
+
+        drop(store);
+        // A clone (the log reader) keeps the thread alive ...
+        assert_eq!(alive_rx.try_recv(), Err(mpsc::TryRecvError::Empty));
+        drop(reader);
+        // ... and dropping the last one has stopped it (drop joins), releasing what it owned.
+        assert_eq!(alive_rx.try_recv(), Err(mpsc::TryRecvError::Disconnected));
+    }
+
+    #[tokio::test]
+    async fn vote_committed_and_log_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let vote = Vote::new_committed(3, 2);
+        let committed = Some(log_id::<TypeConfig>(2, 1, 4));
+        {
+            let mut store = RocksLogStore::new(open_db(dir.path()).unwrap()).unwrap();
+            store
+                .blocking_append((1..=5).map(|i| normal(2, i)))
+                .await
+                .unwrap();
+            store.save_vote(&vote).await.unwrap();
+            store.save_committed(committed).await.unwrap();
+            store.purge(log_id::<TypeConfig>(2, 1, 1)).await.unwrap();
+        } // drops the store, its fsync thread and the database, releasing RocksDB's lock
+
+        let mut store = RocksLogStore::new(open_db(dir.path()).unwrap()).unwrap();
+        assert_eq!(store.read_vote().await.unwrap(), Some(vote));
+        assert_eq!(store.read_committed().await.unwrap(), committed);
+        assert_eq!(
+            indexes(&store.try_get_log_entries(..).await.unwrap()),
+            [2, 3, 4, 5]
+        );
+        assert_eq!(
+            store.try_get_log_entries(5..6).await.unwrap(),
+            [normal(2, 5)]
+        );
+        let state = store.get_log_state().await.unwrap();
+        assert_eq!(
+            state.last_purged_log_id,
+            Some(log_id::<TypeConfig>(2, 1, 1))
+        );
+        assert_eq!(state.last_log_id, Some(log_id::<TypeConfig>(2, 1, 5)));
+
+        store.save_committed(None).await.unwrap();
+        assert_eq!(store.read_committed().await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn truncate_after_removes_the_tail() {
+        let (_dir, mut store) = open_store();
+        store
+            .blocking_append((0..=10).map(|i| blank(1, i)))
+            .await
+            .unwrap();
+
+        store
+            .truncate_after(Some(log_id::<TypeConfig>(1, 1, 11)))
+            .await
+            .unwrap();
+        assert_eq!(store.last_index().unwrap(), Some(10));
+
+        store
+            .truncate_after(Some(log_id::<TypeConfig>(1, 1, 5)))
+            .await
+            .unwrap();
+        assert_eq!(
+            indexes(&store.try_get_log_entries(0..100).await.unwrap()),
+            [0, 1, 2, 3, 4, 5]
+        );
+        assert_eq!(
+            store.get_log_state().await.unwrap().last_log_id,
+            Some(log_id::<TypeConfig>(1, 1, 5))
+        );
+
+        // A new leader's entries replace the truncated tail.
+        store.blocking_append([blank(2, 6)]).await.unwrap();
+        assert_eq!(store.try_get_log_entries(6..).await.unwrap(), [blank(2, 6)]);
+
+        store.truncate_after(None).await.unwrap();
+        assert!(store.try_get_log_entries(..).await.unwrap().is_empty());
+        let state = store.get_log_state().await.unwrap();
+        assert_eq!((state.last_purged_log_id, state.last_log_id), (None, None));
+    }
+
+    #[tokio::test]
+    async fn purge_removes_the_head_and_is_remembered() {
+        let (_dir, mut store) = open_store();
+        store
+            .blocking_append((0..=10).map(|i| blank(1, i)))
+            .await
+            .unwrap();
+
+        store.purge(log_id::<TypeConfig>(1, 1, 5)).await.unwrap();
+        assert_eq!(
+            indexes(&store.try_get_log_entries(0..100).await.unwrap()),
+            [6, 7, 8, 9, 10]
+        );
+        assert_eq!(
+            (store.first_index().unwrap(), store.last_index().unwrap()),
+            (Some(6), Some(10))
+        );
+        let state = store.get_log_state().await.unwrap();
+        assert_eq!(
+            state.last_purged_log_id,
+            Some(log_id::<TypeConfig>(1, 1, 5))
+        );
+        assert_eq!(state.last_log_id, Some(log_id::<TypeConfig>(1, 1, 10)));
+
+        // Purging past the end (a snapshot installed ahead of the log) leaves the purged id as last.
+        store.purge(log_id::<TypeConfig>(1, 1, 20)).await.unwrap();
+        assert!(store.try_get_log_entries(..).await.unwrap().is_empty());
+        let state = store.get_log_state().await.unwrap();
+        assert_eq!(
+            state.last_purged_log_id,
+            Some(log_id::<TypeConfig>(1, 1, 20))
+        );
+        assert_eq!(state.last_log_id, Some(log_id::<TypeConfig>(1, 1, 20)));
+    }
+
+    /// Pins the on-disk format: a value written by hand, as an older build would have written it.
+    #[tokio::test]
+    async fn reads_a_hand_made_version_1_value() {
+        let (_dir, mut store) = open_store();
+        let mut value = vec![1u8];
+        value.extend_from_slice(
+            br#"{"log_id":{"leader_id":{"term":2,"node_id":1},"index":3},"payload":"Blank"}"#,
+        );
+        put_raw(&store, 3, &value);
+        assert_eq!(store.try_get_log_entries(..).await.unwrap(), [blank(2, 3)]);
+        // And this build writes exactly that.
+        assert_eq!(encode_value(&blank(2, 3), String::new).unwrap(), value);
+    }
+
+    #[tokio::test]
+    async fn corrupt_values_are_invalid_data_not_panics() {
+        let cases: [(&str, &[u8]); 4] = [
+            ("unknown value format version 2", b"\x02{}"),
+            ("bad JSON", b"\x01{\"log_id\":"),
+            ("empty value", b""),
+            (
+                "holds the entry of index 1",
+                &encode_value(&blank(1, 1), String::new).unwrap(),
+            ),
+        ];
+        for (expected, value) in cases {
+            let (_dir, mut store) = open_store();
+            store.blocking_append([blank(1, 1)]).await.unwrap();
+            put_raw(&store, 2, value);
+            let err = store.try_get_log_entries(..).await.unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
+            assert!(err.to_string().contains(expected), "{err}");
+            let err = store.get_log_state().await.unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn corrupt_keys_metadata_and_holes_are_invalid_data() {
+        let (_dir, mut store) = open_store();
+        store
+            .db
+            .put_cf(cf(&store.db, CF_RAFT_META).unwrap(), META_VOTE, b"\x07{}")
+            .unwrap();
+        let err = store.read_vote().await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        assert!(
+            err.to_string().contains("`vote`") && err.to_string().contains("version 7"),
+            "{err}"
+        );
+
+        store
+            .blocking_append([blank(1, 1), blank(1, 2), blank(1, 3)])
+            .await
+            .unwrap();
+        store
+            .db
+            .delete_cf(store.log_cf().unwrap(), index_key(2))
+            .unwrap();
+        let err = store.try_get_log_entries(..).await.unwrap_err();
+        assert!(err.to_string().contains("hole"), "{err}");
+
+        store
+            .db
+            .put_cf(store.log_cf().unwrap(), b"short", b"\x01{}")
+            .unwrap();
+        let err = store.last_index().unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+    }
+}

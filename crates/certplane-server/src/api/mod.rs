@@ -1,0 +1,87 @@
+//! The HTTP API: routes, shared state and the mapping of cluster errors to HTTP answers.
+
+pub mod audit;
+pub mod certificates;
+pub mod error;
+pub mod extract;
+pub mod ops;
+pub mod sys;
+pub mod view;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{delete, get, post};
+use axum::Router;
+use certplane_pki::Kek;
+use certplane_raft::forward::ForwardError;
+use certplane_raft::node::RaftNode;
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use error::ApiError;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub node: Arc<RaftNode>,
+    /// Seals imported private keys; `None` when the node was started without `--kek-file`.
+    pub kek: Option<Arc<Kek>>,
+    pub max_body_bytes: usize,
+    pub metrics: Option<PrometheusHandle>,
+}
+
+pub fn router(state: AppState) -> Router {
+    let limit = state.max_body_bytes;
+    Router::new()
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .route("/v1/sys/init", post(sys::init))
+        .route("/v1/sys/node", get(sys::node_status))
+        .route("/v1/sys/cluster", get(sys::cluster))
+        .route("/v1/sys/cluster/members", post(sys::add_member))
+        .route("/v1/sys/cluster/members/{id}", delete(sys::remove_member))
+        .route("/v1/sys/cluster/transfer-leader", post(sys::transfer_leader))
+        .route("/v1/sys/snapshot", get(sys::snapshot))
+        .route("/v1/certificates", get(certificates::list))
+        .route("/v1/certificates/import", post(certificates::import))
+        .route("/v1/certificates/{id}", get(certificates::get_one).delete(certificates::retire))
+        .route("/v1/audit", get(audit::list))
+        .route("/v1/audit/verify", get(audit::verify))
+        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(axum::http::StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this endpoint does not accept that method")
+        })
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
+            // A panic is a bug; the node keeps serving and the client may retry.
+            axum::response::IntoResponse::into_response(ApiError::unavailable("internal error; the request was not applied"))
+        }))
+        .with_state(state)
+}
+
+/// How a cluster-side failure reads to a client.
+impl From<ForwardError> for ApiError {
+    fn from(e: ForwardError) -> Self {
+        match e {
+            ForwardError::BadRequest(m) => ApiError::bad_request("invalid_argument", m),
+            ForwardError::Raft(m) => ApiError::conflict("cluster_refused", m),
+            ForwardError::NotLeader { .. } | ForwardError::Timeout => {
+                ApiError::unavailable("no leader is available right now; retry with the same Idempotency-Key")
+            }
+            ForwardError::Unreachable(m) => ApiError::unavailable(format!("the leader is unreachable: {m}")),
+            ForwardError::Fatal(m) => ApiError::unavailable(format!("this node has stopped replicating: {m}")),
+        }
+    }
+}
+
+/// Run blocking storage work (RocksDB scans) off the async workers.
+pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ApiError> + Send + 'static) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f).await.map_err(|_| ApiError::unavailable("the request was interrupted"))?
+}
+
+pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}

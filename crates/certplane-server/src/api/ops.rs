@@ -1,0 +1,60 @@
+//! Operations endpoints: liveness, readiness (the load balancer's target check) and metrics.
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use certplane_core::keys::time_bytes;
+use certplane_core::{Keyspace, StateRead, Timestamp};
+use serde_json::json;
+
+use super::error::ApiError;
+use super::{blocking, now_ms, AppState};
+
+pub async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// 200 when this node is a member of a cluster with a known leader and has applied what it knows
+/// to be committed; 503 otherwise, so the load balancer sends no traffic here.
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    let status = state.node.status();
+    let body = json!({
+        "ready": state.node.is_ready(),
+        "leader": status.leader,
+        "applied_index": status.applied_index,
+        "committed_index": status.committed_index,
+    });
+    let code = if state.node.is_ready() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (code, Json(body)).into_response()
+}
+
+const DAY_MS: i64 = 86_400_000;
+/// Days-to-expiry buckets reported as `certplane_inventory_expiring{within=...}`; beyond the last
+/// bucket nothing is scanned.
+const BUCKETS: [(&str, i64); 4] = [("expired", 0), ("7d", 7), ("30d", 30), ("90d", 90)];
+const MAX_BUCKET_SCAN: usize = 1_000_000;
+
+fn inventory_gauges(view: &impl StateRead, now: i64) -> Result<(), certplane_core::CoreError> {
+    let counts = certplane_core::apply::counts(view)?;
+    metrics::gauge!("certplane_inventory_certificates", "status" => "active").set(counts.active as f64);
+    metrics::gauge!("certplane_inventory_certificates", "status" => "retired").set(counts.retired as f64);
+    let horizon = time_bytes(Timestamp(now + 90 * DAY_MS));
+    let keys = view.scan(Keyspace::ByExpiry, &[], &horizon, MAX_BUCKET_SCAN)?;
+    for (label, days) in BUCKETS {
+        let bound = time_bytes(Timestamp(now + days * DAY_MS));
+        let n = keys.iter().filter(|(k, _)| k.get(..8).is_some_and(|t| t < &bound[..])).count();
+        metrics::gauge!("certplane_inventory_expiring", "within" => label).set(n as f64);
+    }
+    Ok(())
+}
+
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    let view = state.node.view();
+    let now = now_ms();
+    if let Err(e) = blocking(move || inventory_gauges(&view, now).map_err(|e| ApiError::unavailable(e.to_string()))).await {
+        return e.into_response();
+    }
+    let body = state.metrics.as_ref().map(|h| h.render()).unwrap_or_default();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}

@@ -1,0 +1,228 @@
+//! `/v1/sys/…`: initialisation, node and cluster status, membership, leader transfer, snapshots.
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use base64::Engine;
+use certplane_core::audit::{chain_head, ChainHead};
+use certplane_core::{Applied, Command, Principal, Proposal, Role, Timestamp, TokenRecord};
+use certplane_raft::node::NodeStatus;
+use certplane_raft::NodeInfo;
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+
+use super::error::{ApiError, ApiResult};
+use super::extract::{hash_secret, ApiJson, Auth, Consistency};
+use super::{blocking, now_ms, AppState};
+
+fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    rand::rngs::OsRng.fill_bytes(&mut buf);
+    hex::encode(buf)
+}
+
+/// A new bearer secret: 256 bits from the OS, URL-safe.
+pub fn new_secret() -> String {
+    let mut buf = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut buf);
+    format!("cpt_{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf))
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct InitResponse {
+    pub root_token: String,
+    pub token_id: String,
+}
+
+/// One-time initialisation: the only unauthenticated `/v1` endpoint. The root token is shown here
+/// once; only its hash is stored.
+pub async fn init(State(state): State<AppState>) -> ApiResult<(StatusCode, Json<InitResponse>)> {
+    let secret = new_secret();
+    let token = TokenRecord {
+        id: format!("tok_{}", random_hex(8)),
+        name: "root".into(),
+        secret_sha256: hash_secret(&secret),
+        roles: vec![Role::Admin],
+        zones: vec![],
+        created_at: Timestamp(now_ms()),
+        created_by: Principal::bootstrap().id,
+        revoked_at: None,
+    };
+    let token_id = token.id.clone();
+    let proposal = Proposal::new(Timestamp(now_ms()), Principal::bootstrap(), Command::Initialize { root_token: token });
+    let outcome = state.node.write(proposal).await?;
+    match outcome.result.map_err(ApiError::from)? {
+        Applied::Initialized { .. } => Ok((StatusCode::CREATED, Json(InitResponse { root_token: secret, token_id }))),
+        other => Err(ApiError::unavailable(format!("unexpected outcome {other:?}"))),
+    }
+}
+
+fn require(principal: &Principal, role: Role) -> ApiResult<()> {
+    if principal.has_role(role) {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(format!("this operation needs the {role:?} role")))
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct NodeReport {
+    pub node: NodeStatus,
+    pub ready: bool,
+    pub initialized: bool,
+    /// Rolling digest over every applied command: equal on nodes that applied the same log.
+    pub state_digest: String,
+    pub audit_head: ChainHead,
+    pub certificates_active: u64,
+    pub certificates_retired: u64,
+}
+
+/// This node's local view (never forwarded): used to compare nodes.
+pub async fn node_status(State(state): State<AppState>, Auth(_p): Auth) -> ApiResult<Json<NodeReport>> {
+    let view = state.node.view();
+    let (digest, head, counts, initialized) = blocking(move || {
+        let err = |e: certplane_core::CoreError| ApiError::unavailable(e.to_string());
+        Ok((
+            certplane_core::apply::state_digest(&view).map_err(err)?,
+            chain_head(&view).map_err(err)?,
+            certplane_core::apply::counts(&view).map_err(err)?,
+            certplane_core::apply::is_initialized(&view).map_err(err)?,
+        ))
+    })
+    .await?;
+    Ok(Json(NodeReport {
+        node: state.node.status(),
+        ready: state.node.is_ready(),
+        initialized,
+        state_digest: digest,
+        audit_head: head,
+        certificates_active: counts.active,
+        certificates_retired: counts.retired,
+    }))
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ClusterView {
+    #[serde(flatten)]
+    pub status: NodeStatus,
+    /// API URL of the leader: its view includes replication progress.
+    pub leader_api_addr: Option<String>,
+}
+
+pub async fn cluster(State(state): State<AppState>, Auth(_p): Auth) -> ApiResult<Json<ClusterView>> {
+    let status = state.node.status();
+    let leader_api_addr =
+        status.leader.and_then(|l| status.members.iter().find(|m| m.id == l)).map(|m| m.api_addr.clone());
+    Ok(Json(ClusterView { status, leader_api_addr }))
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddMemberRequest {
+    pub id: u64,
+    pub cluster_addr: String,
+    pub api_addr: String,
+    #[serde(default = "default_true")]
+    pub voter: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct MembershipResponse {
+    pub log_index: u64,
+    pub members: Vec<certplane_raft::node::MemberStatus>,
+}
+
+pub async fn add_member(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    ApiJson(req, _): ApiJson<AddMemberRequest>,
+) -> ApiResult<Json<MembershipResponse>> {
+    require(&p, Role::Operator)?;
+    if req.id == 0 || !req.cluster_addr.contains(':') || req.cluster_addr.len() > 256 {
+        return Err(ApiError::bad_request("invalid_argument", "id must be >= 1 and cluster_addr host:port"));
+    }
+    if !(req.api_addr.starts_with("http://") || req.api_addr.starts_with("https://")) || req.api_addr.len() > 256 {
+        return Err(ApiError::bad_request("invalid_argument", "api_addr must be an http(s) URL"));
+    }
+    let node = NodeInfo { cluster_addr: req.cluster_addr, api_addr: req.api_addr };
+    let log_index = state.node.add_member(req.id, node, req.voter).await?;
+    Ok(Json(MembershipResponse { log_index, members: state.node.status().members }))
+}
+
+pub async fn remove_member(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<MembershipResponse>> {
+    require(&p, Role::Operator)?;
+    let id: u64 = id.parse().map_err(|_| ApiError::not_found(format!("no member {id:?}")))?;
+    if !state.node.status().members.iter().any(|m| m.id == id) {
+        return Err(ApiError::not_found(format!("node {id} is not a member")));
+    }
+    let log_index = state.node.remove_member(id).await?;
+    Ok(Json(MembershipResponse { log_index, members: state.node.status().members }))
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransferRequest {
+    /// Target node; when absent, the most caught-up other voter.
+    pub to: Option<u64>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TransferResponse {
+    pub from: Option<u64>,
+    pub to: u64,
+}
+
+pub async fn transfer_leader(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<TransferResponse>> {
+    require(&p, Role::Operator)?;
+    let req: TransferRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        TransferRequest::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request("malformed_json", format!("the body is not valid JSON for this request: {e}")))?
+    };
+    let from = state.node.status().leader;
+    let to = state.node.transfer_leader(req.to).await?;
+    Ok(Json(TransferResponse { from, to }))
+}
+
+/// A consistent snapshot of the applied state, as a file download (see `certplane snapshot save`).
+pub async fn snapshot(State(state): State<AppState>, Auth(p): Auth, consistency: Consistency) -> ApiResult<Response> {
+    require(&p, Role::Operator)?;
+    super::certificates::read_barrier(&state, consistency).await?;
+    let dir = state.node.data_dir().join("exports");
+    let sm = state.node.sm.clone();
+    let (file, header) = blocking(move || {
+        std::fs::create_dir_all(&dir).map_err(|e| ApiError::unavailable(e.to_string()))?;
+        let path = dir.join(format!("export-{}", random_hex(8)));
+        let (header, _) = sm.export_to(&path).map_err(|e| ApiError::unavailable(format!("snapshot failed: {e}")))?;
+        let file = std::fs::File::open(&path).map_err(|e| ApiError::unavailable(e.to_string()))?;
+        // The open handle keeps the data readable; the name goes now so nothing is left behind.
+        let _ = std::fs::remove_file(&path);
+        Ok((file, header))
+    })
+    .await?;
+    let index = header.meta.last_log_id.as_ref().map(|l| l.index()).unwrap_or(0);
+    let stream = tokio_util::io::ReaderStream::new(tokio::fs::File::from_std(file));
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (header::CONTENT_DISPOSITION, format!("attachment; filename=\"certplane-{index}.snap\"")),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}

@@ -1,0 +1,89 @@
+//! JSON shapes of API responses (wire types, converted from core types in one place).
+
+use std::collections::BTreeMap;
+
+use certplane_core::{CertificateRecord, CertificateStatus, Timestamp};
+use serde::Serialize;
+
+pub fn rfc3339(t: Timestamp) -> String {
+    let ms = t.millis();
+    if ms < 0 {
+        return format!("{ms}ms");
+    }
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms as u64);
+    humantime::format_rfc3339_millis(time).to_string()
+}
+
+/// A certificate as clients see it: never the private key, only whether one is held.
+#[derive(Debug, Serialize)]
+pub struct CertificateView {
+    pub id: String,
+    pub fingerprint_sha256: String,
+    pub subject: String,
+    pub common_name: Option<String>,
+    pub issuer: String,
+    pub serial: String,
+    pub sans: Vec<String>,
+    pub not_before: String,
+    pub not_after: String,
+    pub days_to_expiry: i64,
+    pub expired: bool,
+    pub key_algorithm: String,
+    pub key_bits: u32,
+    pub signature_algorithm: String,
+    pub is_ca: bool,
+    pub self_signed: bool,
+    pub owner: String,
+    pub zone: String,
+    pub tags: BTreeMap<String, String>,
+    pub status: CertificateStatus,
+    pub has_private_key: bool,
+    pub chain_pem: String,
+    pub created_at: String,
+    pub updated_at: String,
+    pub retired_at: Option<String>,
+    pub generation: u64,
+    pub revision: u64,
+}
+
+impl CertificateView {
+    pub fn new(r: CertificateRecord, now_ms: i64) -> Self {
+        let d = r.details;
+        let remaining = d.not_after.millis() - now_ms;
+        CertificateView {
+            has_private_key: r.private_key.is_some(),
+            id: r.id,
+            fingerprint_sha256: d.fingerprint_sha256,
+            subject: d.subject,
+            common_name: d.common_name,
+            issuer: d.issuer,
+            serial: d.serial,
+            sans: d.sans,
+            not_before: rfc3339(d.not_before),
+            not_after: rfc3339(d.not_after),
+            days_to_expiry: remaining.div_euclid(86_400_000),
+            expired: remaining < 0,
+            key_algorithm: d.key_algorithm,
+            key_bits: d.key_bits,
+            signature_algorithm: d.signature_algorithm,
+            is_ca: d.is_ca,
+            self_signed: d.self_signed,
+            owner: r.owner,
+            zone: r.zone,
+            tags: r.tags,
+            status: r.status,
+            chain_pem: r.chain_pem,
+            created_at: rfc3339(r.created_at),
+            updated_at: rfc3339(r.updated_at),
+            retired_at: r.retired_at.map(rfc3339),
+            generation: r.generation,
+            revision: r.revision,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct PageView<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
