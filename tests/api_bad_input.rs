@@ -6,7 +6,7 @@ use base64::Engine;
 use serde_json::{json, Value};
 use support::{Certs, TestCluster};
 
-async fn send(cluster: &TestCluster, req: reqwest::RequestBuilder) -> (u16, Value) {
+async fn send(req: reqwest::RequestBuilder) -> (u16, Value) {
     let resp = req.send().await.expect("request");
     let status = resp.status().as_u16();
     let text = resp.text().await.unwrap_or_default();
@@ -31,7 +31,7 @@ async fn bad_input_is_refused_clearly_and_loses_nothing() {
 
     // A good certificate first, to check nothing is lost afterwards.
     let good = certs.import_body("good.example.com", 90, "team-a", "web");
-    let (status, kept) = send(&cluster, http.post(&import).bearer_auth(token).json(&good)).await;
+    let (status, kept) = send(http.post(&import).bearer_auth(token).json(&good)).await;
     assert_eq!(status, 201, "{kept}");
 
     let cases: Vec<(&str, Value)> = vec![
@@ -53,7 +53,7 @@ async fn bad_input_is_refused_clearly_and_loses_nothing() {
         ("empty chain", json!({ "chain_pem": "", "owner": "o", "zone": "web" })),
     ];
     for (what, body) in cases {
-        let (status, v) = send(&cluster, http.post(&import).bearer_auth(token).json(&body)).await;
+        let (status, v) = send(http.post(&import).bearer_auth(token).json(&body)).await;
         assert_error(status, &v, 400, "invalid_certificate");
         eprintln!("{what}: {}", v["error"]["message"]);
     }
@@ -65,74 +65,74 @@ async fn bad_input_is_refused_clearly_and_loses_nothing() {
     let leaf_only = leaf_chain.split_inclusive("-----END CERTIFICATE-----\n").next().expect("leaf").to_string();
     let other_intermediate = other_chain.split_inclusive("-----END CERTIFICATE-----\n").nth(1).expect("intermediate").to_string();
     let broken = json!({ "chain_pem": format!("{leaf_only}{other_intermediate}"), "owner": "o", "zone": "web" });
-    let (status, v) = send(&cluster, http.post(&import).bearer_auth(token).json(&broken)).await;
+    let (status, v) = send(http.post(&import).bearer_auth(token).json(&broken)).await;
     assert_error(status, &v, 400, "invalid_certificate");
     assert!(v["error"]["message"].as_str().unwrap_or("").contains("chain"), "{v}");
 
     // Malformed and mistyped JSON.
-    let (status, v) = send(&cluster, http.post(&import).bearer_auth(token).header("content-type", "application/json").body("{\"chain_pem\": ")).await;
+    let (status, v) = send(http.post(&import).bearer_auth(token).header("content-type", "application/json").body("{\"chain_pem\": ")).await;
     assert_error(status, &v, 400, "malformed_json");
-    let (status, v) = send(&cluster, http.post(&import).bearer_auth(token).json(&json!({ "chain_pem": 5 }))).await;
+    let (status, v) = send(http.post(&import).bearer_auth(token).json(&json!({ "chain_pem": 5 }))).await;
     assert_error(status, &v, 400, "malformed_json");
-    let (status, v) = send(&cluster, http.post(&import).bearer_auth(token).json(&json!({ "chain_pem": "x", "owner": "o", "zone": "Bad Zone!" }))).await;
+    let (status, v) = send(http.post(&import).bearer_auth(token).json(&json!({ "chain_pem": "x", "owner": "o", "zone": "Bad Zone!" }))).await;
     assert_error(status, &v, 400, "invalid_argument");
 
     // A 50 MB body.
     let huge = vec![b'a'; 50 * 1024 * 1024];
-    let (status, v) = send(&cluster, http.post(&import).bearer_auth(token).header("content-type", "application/json").body(huge)).await;
+    let (status, v) = send(http.post(&import).bearer_auth(token).header("content-type", "application/json").body(huge)).await;
     assert_error(status, &v, 413, "payload_too_large");
 
     // Unknown ids and routes.
-    let (status, v) = send(&cluster, http.get(format!("{url}/v1/certificates/crt_doesnotexist")).bearer_auth(token)).await;
+    let (status, v) = send(http.get(format!("{url}/v1/certificates/crt_doesnotexist")).bearer_auth(token)).await;
     assert_error(status, &v, 404, "not_found");
-    let (status, v) = send(&cluster, http.delete(format!("{url}/v1/certificates/crt_doesnotexist")).bearer_auth(token)).await;
+    let (status, v) = send(http.delete(format!("{url}/v1/certificates/crt_doesnotexist")).bearer_auth(token)).await;
     assert_error(status, &v, 404, "not_found");
-    let (status, v) = send(&cluster, http.get(format!("{url}/v1/certificates/..%2F..%2Fetc")).bearer_auth(token)).await;
+    let (status, v) = send(http.get(format!("{url}/v1/certificates/..%2F..%2Fetc")).bearer_auth(token)).await;
     assert_error(status, &v, 404, "not_found");
-    let (status, v) = send(&cluster, http.get(format!("{url}/v1/nothing-here")).bearer_auth(token)).await;
+    let (status, v) = send(http.get(format!("{url}/v1/nothing-here")).bearer_auth(token)).await;
     assert_error(status, &v, 404, "not_found");
-    let (status, v) = send(&cluster, http.put(format!("{url}/v1/certificates/import")).bearer_auth(token)).await;
+    let (status, v) = send(http.put(format!("{url}/v1/certificates/import")).bearer_auth(token)).await;
     assert_error(status, &v, 405, "method_not_allowed");
-    let (status, v) = send(&cluster, http.delete(format!("{url}/v1/sys/cluster/members/99")).bearer_auth(token)).await;
+    let (status, v) = send(http.delete(format!("{url}/v1/sys/cluster/members/99")).bearer_auth(token)).await;
     assert_error(status, &v, 404, "not_found");
 
     // Wrong or missing tokens.
-    let (status, v) = send(&cluster, http.get(format!("{url}/v1/certificates"))).await;
+    let (status, v) = send(http.get(format!("{url}/v1/certificates"))).await;
     assert_error(status, &v, 401, "unauthenticated");
-    let (status, v) = send(&cluster, http.get(format!("{url}/v1/certificates")).bearer_auth("cpt_wrong")).await;
+    let (status, v) = send(http.get(format!("{url}/v1/certificates")).bearer_auth("cpt_wrong")).await;
     assert_error(status, &v, 401, "unauthenticated");
-    let (status, v) = send(&cluster, http.get(format!("{url}/v1/certificates")).header("authorization", "Basic abc")).await;
+    let (status, v) = send(http.get(format!("{url}/v1/certificates")).header("authorization", "Basic abc")).await;
     assert_error(status, &v, 401, "unauthenticated");
 
     // Bad queries.
-    let (status, v) = send(&cluster, http.get(format!("{url}/v1/certificates?expiring_within=soon")).bearer_auth(token)).await;
+    let (status, v) = send(http.get(format!("{url}/v1/certificates?expiring_within=soon")).bearer_auth(token)).await;
     assert_error(status, &v, 400, "invalid_query");
-    let (status, v) = send(&cluster, http.get(format!("{url}/v1/certificates?cursor=zzz")).bearer_auth(token)).await;
+    let (status, v) = send(http.get(format!("{url}/v1/certificates?cursor=zzz")).bearer_auth(token)).await;
     assert_error(status, &v, 400, "invalid_query");
-    let (status, v) = send(&cluster, http.get(format!("{url}/v1/certificates?limit=-1")).bearer_auth(token)).await;
+    let (status, v) = send(http.get(format!("{url}/v1/certificates?limit=-1")).bearer_auth(token)).await;
     assert_error(status, &v, 400, "invalid_query");
-    let (status, v) = send(&cluster, http.get(format!("{url}/v1/certificates?consistency=maybe")).bearer_auth(token)).await;
+    let (status, v) = send(http.get(format!("{url}/v1/certificates?consistency=maybe")).bearer_auth(token)).await;
     assert_error(status, &v, 400, "invalid_query");
 
     // Corrupt and reused Idempotency-Keys.
     let fresh = certs.import_body("idem.example.com", 30, "team-a", "web");
     for bad_key in ["has spaces", "", &"k".repeat(200), "ünïcode"] {
         let req = http.post(&import).bearer_auth(token).header("idempotency-key", bad_key).json(&fresh);
-        let (status, v) = send(&cluster, req).await;
+        let (status, v) = send(req).await;
         assert_error(status, &v, 400, "invalid_idempotency_key");
     }
-    let first = send(&cluster, http.post(&import).bearer_auth(token).header("idempotency-key", "req-1").json(&fresh)).await;
+    let first = send(http.post(&import).bearer_auth(token).header("idempotency-key", "req-1").json(&fresh)).await;
     assert_eq!(first.0, 201);
-    let retry = send(&cluster, http.post(&import).bearer_auth(token).header("idempotency-key", "req-1").json(&fresh)).await;
+    let retry = send(http.post(&import).bearer_auth(token).header("idempotency-key", "req-1").json(&fresh)).await;
     assert_eq!(retry, first, "a retry returns the first answer");
     let other_body = certs.import_body("idem2.example.com", 30, "team-a", "web");
-    let (status, v) = send(&cluster, http.post(&import).bearer_auth(token).header("idempotency-key", "req-1").json(&other_body)).await;
+    let (status, v) = send(http.post(&import).bearer_auth(token).header("idempotency-key", "req-1").json(&other_body)).await;
     assert_error(status, &v, 409, "idempotency_key_reused");
-    let (_, audit) = send(&cluster, http.get(format!("{url}/v1/audit?object=certificate/{}", first.1["id"].as_str().unwrap_or(""))).bearer_auth(token)).await;
+    let (_, audit) = send(http.get(format!("{url}/v1/audit?object=certificate/{}", first.1["id"].as_str().unwrap_or(""))).bearer_auth(token)).await;
     assert_eq!(audit["items"].as_array().map(Vec::len), Some(1), "the retry did nothing twice: {audit}");
 
     // Init twice.
-    let (status, v) = send(&cluster, http.post(format!("{url}/v1/sys/init")).json(&json!({}))).await;
+    let (status, v) = send(http.post(format!("{url}/v1/sys/init")).json(&json!({}))).await;
     assert_error(status, &v, 409, "already_initialized");
 
     // Random bytes at every mutating endpoint never produce a 5xx.
@@ -161,11 +161,11 @@ async fn bad_input_is_refused_clearly_and_loses_nothing() {
     }
 
     // The node still serves, and nothing was lost.
-    let (status, v) = send(&cluster, http.get(format!("{url}/v1/certificates/{}", kept["id"].as_str().unwrap_or(""))).bearer_auth(token)).await;
+    let (status, v) = send(http.get(format!("{url}/v1/certificates/{}", kept["id"].as_str().unwrap_or(""))).bearer_auth(token)).await;
     assert_eq!(status, 200, "{v}");
-    let (status, _) = send(&cluster, http.get(format!("{url}/healthz"))).await;
+    let (status, _) = send(http.get(format!("{url}/healthz"))).await;
     assert_eq!(status, 200);
-    let (_, verify) = send(&cluster, http.get(format!("{url}/v1/audit/verify")).bearer_auth(token)).await;
+    let (_, verify) = send(http.get(format!("{url}/v1/audit/verify")).bearer_auth(token)).await;
     assert_eq!(verify["ok"], true);
     cluster.shutdown().await;
 }

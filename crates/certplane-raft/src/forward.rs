@@ -44,6 +44,8 @@ pub enum ForwardRequest {
     RemoveMember { id: NodeId },
     /// Ask the leader to hand leadership to `to`.
     TransferLeader { to: NodeId },
+    /// Record how an existing member is reached (its API URL after a static bootstrap).
+    SetNode { id: NodeId, node: NodeInfo },
 }
 
 impl ForwardRequest {
@@ -151,6 +153,12 @@ where SM: RaftStateMachine<TypeConfig> {
             }
             raft.trigger().transfer_leader(to).await.map_err(|e| ForwardError::Fatal(e.to_string()))?;
             Ok(ForwardResponse::TransferStarted)
+        }
+        ForwardRequest::SetNode { id, node } => {
+            raft.as_leader()?;
+            let change = ChangeMembers::SetNodes(std::collections::BTreeMap::from([(id, node)]));
+            let resp = raft.change_membership(change, false).await.map_err(write_error)?;
+            Ok(ForwardResponse::MembershipChanged { log_index: resp.log_id.index })
         }
     }
 }

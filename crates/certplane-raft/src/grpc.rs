@@ -23,9 +23,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures::{Stream, StreamExt};
-use openraft::errors::Fatal;
 use openraft::storage::RaftStateMachine;
-use openraft::vote::{RaftLeaderId, RaftVote};
+use openraft::vote::RaftLeaderId;
 use openraft::Snapshot;
 use tokio::io::AsyncWriteExt;
 use tokio_stream::wrappers::TcpListenerStream;

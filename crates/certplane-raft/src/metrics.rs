@@ -13,6 +13,7 @@
 //! | `certplane_raft_snapshot_build_seconds` | histogram | time to build a snapshot |
 
 use openraft::ServerState;
+use openraft::async_runtime::WatchReceiver;
 use tokio::sync::watch;
 
 use crate::node::CertRaft;
@@ -22,7 +23,7 @@ pub fn spawn_raft_metrics(raft: CertRaft, mut stop: watch::Receiver<bool>) {
     tokio::spawn(async move {
         let mut last_leader = None;
         loop {
-            let m = rx.borrow_and_update().clone();
+            let m = rx.borrow_watched().clone();
             metrics::gauge!("certplane_raft_term").set(m.current_term as f64);
             metrics::gauge!("certplane_raft_is_leader").set(if m.state == ServerState::Leader { 1.0 } else { 0.0 });
             metrics::gauge!("certplane_raft_last_log_index").set(m.last_log_index.unwrap_or(0) as f64);

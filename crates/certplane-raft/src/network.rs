@@ -58,6 +58,9 @@ pub struct ChannelConfig {
     pub keepalive_interval: Duration,
     /// How long to wait for a PING answer before closing the connection.
     pub keepalive_timeout: Duration,
+    /// Dial another address than a peer's advertised one (`cluster_addr` -> `host:port`). Empty in
+    /// production; fault-injection tests route each link through a relay they can cut.
+    pub dial_overrides: HashMap<String, String>,
 }
 
 impl Default for ChannelConfig {
@@ -66,6 +69,7 @@ impl Default for ChannelConfig {
             connect_timeout: Duration::from_millis(500),
             keepalive_interval: Duration::from_secs(5),
             keepalive_timeout: Duration::from_secs(5),
+            dial_overrides: HashMap::new(),
         }
     }
 }
@@ -143,7 +147,8 @@ impl PeerChannels {
         let fail = |reason: String| ChannelError { addr: cluster_addr.to_string(), reason };
         let scheme = if self.is_tls() { "https" } else { "http" };
         let config = &self.inner.config;
-        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{cluster_addr}"))
+        let dial = config.dial_overrides.get(cluster_addr).map(String::as_str).unwrap_or(cluster_addr);
+        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{dial}"))
             .map_err(|e| fail(e.to_string()))?
             .connect_timeout(config.connect_timeout)
             .tcp_nodelay(true)

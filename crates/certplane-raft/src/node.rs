@@ -17,6 +17,7 @@ use certplane_core::{Outcome, Proposal};
 use openraft::{Config, ServerState, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
+use openraft::async_runtime::WatchReceiver;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -31,8 +32,24 @@ use crate::types::{NodeId, NodeInfo, Raft};
 
 pub type CertRaft = Raft<StateMachineStore>;
 
+/// Open the node's RocksDB. A previous instance in this process (a restart) may still be releasing
+/// the lock for a moment while its last handles drop, so a held lock is retried briefly.
+async fn open_db_retrying(dir: PathBuf) -> io::Result<Arc<rocksdb::DB>> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let path = dir.clone();
+        match tokio::task::spawn_blocking(move || open_db(&path)).await.map_err(io::Error::other)? {
+            Ok(db) => return Ok(db),
+            Err(e) if e.to_string().contains("lock") && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// How a node is started. Timings are milliseconds.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct NodeOptions {
     pub id: NodeId,
     pub data_dir: PathBuf,
@@ -75,7 +92,6 @@ impl NodeOptions {
             max_in_snapshot_log_to_keep: self.keep_after_snapshot,
             // Snapshots of large inventories take a while to ship on a busy node.
             install_snapshot_timeout: 10_000,
-            send_snapshot_timeout: 60_000,
             enable_pre_vote: Some(true),
             ..Default::default()
         };
@@ -132,7 +148,7 @@ impl RaftNode {
         let db_dir = opts.data_dir.join("db");
         let snapshot_dir = opts.data_dir.join("snapshots");
         let incoming_dir = opts.data_dir.join("snapshots-incoming");
-        let db = tokio::task::spawn_blocking(move || open_db(&db_dir)).await.map_err(io::Error::other)??;
+        let db = open_db_retrying(db_dir).await?;
         let log = RocksLogStore::new(db.clone())?;
         let sm_db = db.clone();
         let sm = tokio::task::spawn_blocking(move || StateMachineStore::open(sm_db, &snapshot_dir))
@@ -213,6 +229,14 @@ impl RaftNode {
         }
     }
 
+    /// Update how this cluster reaches member `id` (e.g. record its API URL).
+    pub async fn set_node_info(&self, node: NodeInfo) -> Result<u64, ForwardError> {
+        match self.forwarder.submit(ForwardRequest::SetNode { id: self.id, node }).await? {
+            ForwardResponse::MembershipChanged { log_index } => Ok(log_index),
+            other => Err(ForwardError::Raft(format!("unexpected answer: {other:?}"))),
+        }
+    }
+
     pub async fn remove_member(&self, id: NodeId) -> Result<u64, ForwardError> {
         match self.forwarder.submit_within(ForwardRequest::RemoveMember { id }, Duration::from_secs(30)).await? {
             ForwardResponse::MembershipChanged { log_index } => Ok(log_index),
@@ -247,7 +271,7 @@ impl RaftNode {
     }
 
     pub fn status(&self) -> NodeStatus {
-        let m = self.raft.metrics().borrow().clone();
+        let m = self.raft.metrics().borrow_watched().clone();
         let membership = m.membership_config.membership();
         let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
         let last = m.last_log_index;
@@ -273,7 +297,7 @@ impl RaftNode {
             term: m.current_term,
             leader: m.current_leader,
             last_log_index: m.last_log_index,
-            committed_index: m.committed.as_ref().map(|l| l.index()),
+            committed_index: m.local_committed.as_ref().map(|l| l.index()),
             applied_index: m.last_applied.as_ref().map(|l| l.index()),
             snapshot_index: m.snapshot.as_ref().map(|l| l.index()),
             purged_index: m.purged.as_ref().map(|l| l.index()),
@@ -283,15 +307,15 @@ impl RaftNode {
     }
 
     pub fn is_leader(&self) -> bool {
-        self.raft.metrics().borrow().state == ServerState::Leader
+        self.raft.metrics().borrow_watched().state == ServerState::Leader
     }
 
     /// Ready for the load balancer: part of a cluster, a leader is known, and this node has applied
     /// what it knows to be committed.
     pub fn is_ready(&self) -> bool {
-        let m = self.raft.metrics().borrow().clone();
+        let m = self.raft.metrics().borrow_watched().clone();
         let in_cluster = m.membership_config.membership().get_node(&self.id).is_some();
-        let caught_up = m.last_applied.as_ref().map(|l| l.index()) >= m.committed.as_ref().map(|l| l.index());
+        let caught_up = m.last_applied.as_ref().map(|l| l.index()) >= m.local_committed.as_ref().map(|l| l.index());
         m.running_state.is_ok() && in_cluster && m.current_leader.is_some() && caught_up
     }
 
@@ -302,8 +326,12 @@ impl RaftNode {
             tracing::warn!(node = self.id, error = %e, "raft shutdown");
         }
         let task = self.grpc_task.lock().ok().and_then(|mut t| t.take());
-        if let Some(task) = task {
-            let _ = task.await;
+        if let Some(mut task) = task {
+            // Graceful shutdown waits for open streams (a leader's append stream never ends on its own).
+            if tokio::time::timeout(Duration::from_secs(2), &mut task).await.is_err() {
+                task.abort();
+                let _ = task.await;
+            }
         }
     }
 }

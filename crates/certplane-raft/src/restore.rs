@@ -12,7 +12,7 @@ use std::io;
 use std::path::Path;
 
 use openraft::storage::RaftLogStorage;
-use openraft::vote::RaftLeaderId;
+use openraft::vote::RaftLeaderIdExt;
 use openraft::{Membership, RaftTypeConfig};
 
 use crate::db::open_db;
@@ -49,7 +49,8 @@ pub async fn restore_data_dir(snapshot: &Path, data_dir: &Path, members: &BTreeM
         .iter()
         .map(|(id, addr)| (*id, NodeInfo { cluster_addr: addr.clone(), api_addr: String::new() }))
         .collect();
-    let membership = Membership::new_with_defaults(vec![voters], nodes);
+    let membership = Membership::new(vec![voters], nodes)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
     let meta = SnapshotMeta { last_log_id: Some(log_id), last_membership: StoredMembership::new(Some(log_id), membership) };
 
     std::fs::create_dir_all(data_dir.join("snapshots"))?;

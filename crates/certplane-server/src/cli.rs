@@ -448,7 +448,7 @@ async fn cert(target: Target, command: CertCommand) -> i32 {
             }
             let mut cursor = cursor;
             let mut items = Vec::new();
-            let mut next = None;
+            let mut next;
             loop {
                 let mut q = query.clone();
                 if let Some(c) = &cursor {

@@ -13,6 +13,7 @@ use certplane_raft::node::{NodeOptions, RaftNode};
 use certplane_raft::tls::ClusterTls;
 use certplane_raft::NodeInfo;
 use metrics_exporter_prometheus::PrometheusHandle;
+use openraft::async_runtime::WatchReceiver;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -154,15 +155,15 @@ async fn register_api_addr(node: Arc<RaftNode>, mut stop: watch::Receiver<bool>)
     let mut metrics = node.raft.metrics();
     loop {
         let recorded = {
-            let m = metrics.borrow_and_update();
+            let m = metrics.borrow_watched();
             m.current_leader.is_some()
                 && m.membership_config.membership().get_node(&node.id).map(|n| n.api_addr.as_str()) == Some(node.advertise.api_addr.as_str())
         };
         if recorded {
             return;
         }
-        let leader_known = metrics.borrow().current_leader.is_some();
-        if leader_known && node.raft.metrics().borrow().membership_config.membership().get_node(&node.id).is_some() {
+        let leader_known = metrics.borrow_watched().current_leader.is_some();
+        if leader_known && node.raft.metrics().borrow_watched().membership_config.membership().get_node(&node.id).is_some() {
             if let Err(e) = node.set_node_info(node.advertise.clone()).await {
                 tracing::debug!(error = %e, "recording this node's API address; will retry");
             }

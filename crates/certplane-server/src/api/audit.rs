@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use super::certificates::read_barrier;
 use super::error::{ApiError, ApiResult};
+use super::openapi::ErrorResponse;
 use super::extract::{ApiQuery, Auth, Consistency};
 use super::view::PageView;
 use super::{blocking, AppState};
@@ -37,6 +38,7 @@ fn require_auditor(p: &certplane_core::Principal) -> ApiResult<()> {
     }
 }
 
+#[utoipa::path(get, path = "/v1/audit", tag = "audit", security(("bearer" = [])), responses((status = 200, description = "Audit records, newest first, with `next_cursor`"), (status = 400, description = "Invalid request", body = ErrorResponse), (status = 401, description = "Missing or invalid token", body = ErrorResponse), (status = 503, description = "No leader or node unavailable; retry", body = ErrorResponse)))]
 pub async fn list(
     State(state): State<AppState>,
     Auth(p): Auth,
@@ -66,6 +68,7 @@ pub async fn list(
 }
 
 /// Walk the whole chain on this node and report the first broken link.
+#[utoipa::path(get, path = "/v1/audit/verify", tag = "audit", security(("bearer" = [])), responses((status = 200, description = "Chain verification: ok, records checked, first broken link"), (status = 400, description = "Invalid request", body = ErrorResponse), (status = 401, description = "Missing or invalid token", body = ErrorResponse), (status = 503, description = "No leader or node unavailable; retry", body = ErrorResponse)))]
 pub async fn verify(State(state): State<AppState>, Auth(p): Auth, consistency: Consistency) -> ApiResult<Json<ChainVerification>> {
     require_auditor(&p)?;
     read_barrier(&state, consistency).await?;

@@ -12,11 +12,12 @@ use certplane_pki::inspect::{key_matches_certificate, parse_chain_pem, parse_pri
 use serde::Deserialize;
 
 use super::error::{ApiError, ApiResult};
+use super::openapi::ErrorResponse;
 use super::extract::{request_hash, ApiJson, ApiQuery, Auth, Consistency, IdempotencyKey};
 use super::view::{CertificateView, PageView};
 use super::{blocking, now_ms, AppState};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ImportRequest {
     /// Leaf first, then intermediates, PEM.
@@ -77,6 +78,7 @@ fn pki_error(e: certplane_pki::PkiError) -> ApiError {
     }
 }
 
+#[utoipa::path(post, path = "/v1/certificates/import", tag = "certificates", security(("bearer" = [])), request_body = ImportRequest, params(("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key return the first answer")), responses((status = 201, description = "Imported", body = CertificateView), (status = 200, description = "Already in the inventory (same fingerprint)", body = CertificateView), (status = 409, description = "Idempotency key reused for another request", body = ErrorResponse), (status = 413, description = "Body too large", body = ErrorResponse), (status = 400, description = "Invalid request", body = ErrorResponse), (status = 401, description = "Missing or invalid token", body = ErrorResponse), (status = 503, description = "No leader or node unavailable; retry", body = ErrorResponse)))]
 pub async fn import(
     State(state): State<AppState>,
     Auth(principal): Auth,
@@ -159,7 +161,8 @@ pub async fn import(
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// e.g. `30d`, `12h`: active certificates expiring within this long (expired ones included).
@@ -169,6 +172,8 @@ pub struct ListQuery {
     pub issuer: Option<String>,
     /// Substring of the CN or a SAN (3 characters or more).
     pub name: Option<String>,
+    /// `active`, `retired` or `expired`.
+    #[param(value_type = Option<String>)]
     pub status: Option<StatusFilter>,
     pub limit: Option<usize>,
     pub cursor: Option<String>,
@@ -201,6 +206,7 @@ pub async fn read_barrier(state: &AppState, consistency: Consistency) -> ApiResu
     Ok(())
 }
 
+#[utoipa::path(get, path = "/v1/certificates", tag = "certificates", security(("bearer" = [])), params(ListQuery), responses((status = 200, description = "A page of certificates with `next_cursor`"), (status = 400, description = "Invalid request", body = ErrorResponse), (status = 401, description = "Missing or invalid token", body = ErrorResponse), (status = 503, description = "No leader or node unavailable; retry", body = ErrorResponse)))]
 pub async fn list(
     State(state): State<AppState>,
     Auth(_principal): Auth,
@@ -252,6 +258,7 @@ fn check_id(id: &str) -> ApiResult<()> {
     Ok(())
 }
 
+#[utoipa::path(get, path = "/v1/certificates/{id}", tag = "certificates", security(("bearer" = [])), params(("id" = String, Path)), responses((status = 200, description = "The certificate", body = CertificateView), (status = 404, description = "Unknown id", body = ErrorResponse), (status = 400, description = "Invalid request", body = ErrorResponse), (status = 401, description = "Missing or invalid token", body = ErrorResponse), (status = 503, description = "No leader or node unavailable; retry", body = ErrorResponse)))]
 pub async fn get_one(
     State(state): State<AppState>,
     Auth(_principal): Auth,
@@ -276,6 +283,7 @@ pub struct RetireQuery {
     pub reason: Option<String>,
 }
 
+#[utoipa::path(delete, path = "/v1/certificates/{id}", tag = "certificates", security(("bearer" = [])), params(("id" = String, Path), ("reason" = Option<String>, Query)), responses((status = 200, description = "Retired (history kept)", body = CertificateView), (status = 404, description = "Unknown id", body = ErrorResponse), (status = 400, description = "Invalid request", body = ErrorResponse), (status = 401, description = "Missing or invalid token", body = ErrorResponse), (status = 503, description = "No leader or node unavailable; retry", body = ErrorResponse)))]
 pub async fn retire(
     State(state): State<AppState>,
     Auth(principal): Auth,

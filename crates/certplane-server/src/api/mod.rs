@@ -4,6 +4,7 @@ pub mod audit;
 pub mod certificates;
 pub mod error;
 pub mod extract;
+pub mod openapi;
 pub mod ops;
 pub mod sys;
 pub mod view;
@@ -36,6 +37,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
+        .route("/v1/openapi.json", get(openapi::openapi))
         .route("/v1/sys/init", post(sys::init))
         .route("/v1/sys/node", get(sys::node_status))
         .route("/v1/sys/cluster", get(sys::cluster))
@@ -65,7 +67,8 @@ impl From<ForwardError> for ApiError {
     fn from(e: ForwardError) -> Self {
         match e {
             ForwardError::BadRequest(m) => ApiError::bad_request("invalid_argument", m),
-            ForwardError::Raft(m) => ApiError::conflict("cluster_refused", m),
+            // Not committed (e.g. discarded by a leader change, or a membership change in flight).
+            ForwardError::Raft(m) => ApiError::unavailable(format!("the cluster did not apply the request: {m}")),
             ForwardError::NotLeader { .. } | ForwardError::Timeout => {
                 ApiError::unavailable("no leader is available right now; retry with the same Idempotency-Key")
             }

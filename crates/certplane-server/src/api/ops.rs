@@ -11,12 +11,14 @@ use serde_json::json;
 use super::error::ApiError;
 use super::{blocking, now_ms, AppState};
 
+#[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200, description = "The process is alive")))]
 pub async fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
 /// 200 when this node is a member of a cluster with a known leader and has applied what it knows
 /// to be committed; 503 otherwise, so the load balancer sends no traffic here.
+#[utoipa::path(get, path = "/readyz", tag = "ops", responses((status = 200, description = "Member of a cluster with a leader, caught up"), (status = 503, description = "Not ready")))]
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let status = state.node.status();
     let body = json!({
@@ -49,6 +51,7 @@ fn inventory_gauges(view: &impl StateRead, now: i64) -> Result<(), certplane_cor
     Ok(())
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain")))]
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let view = state.node.view();
     let now = now_ms();

@@ -14,6 +14,7 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
 use super::error::{ApiError, ApiResult};
+use super::openapi::ErrorResponse;
 use super::extract::{hash_secret, ApiJson, Auth, Consistency};
 use super::{blocking, now_ms, AppState};
 
@@ -30,7 +31,7 @@ pub fn new_secret() -> String {
     format!("cpt_{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf))
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct InitResponse {
     pub root_token: String,
     pub token_id: String,
@@ -38,6 +39,7 @@ pub struct InitResponse {
 
 /// One-time initialisation: the only unauthenticated `/v1` endpoint. The root token is shown here
 /// once; only its hash is stored.
+#[utoipa::path(post, path = "/v1/sys/init", tag = "sys", responses((status = 201, description = "Initialised; the root token is shown once", body = InitResponse), (status = 409, description = "Already initialised", body = ErrorResponse), (status = 503, description = "No leader", body = ErrorResponse)))]
 pub async fn init(State(state): State<AppState>) -> ApiResult<(StatusCode, Json<InitResponse>)> {
     let secret = new_secret();
     let token = TokenRecord {
@@ -80,6 +82,7 @@ pub struct NodeReport {
 }
 
 /// This node's local view (never forwarded): used to compare nodes.
+#[utoipa::path(get, path = "/v1/sys/node", tag = "sys", security(("bearer" = [])), responses((status = 200, description = "This node's local view: indexes, state digest, audit head, counts"), (status = 400, description = "Invalid request", body = ErrorResponse), (status = 401, description = "Missing or invalid token", body = ErrorResponse), (status = 503, description = "No leader or node unavailable; retry", body = ErrorResponse)))]
 pub async fn node_status(State(state): State<AppState>, Auth(_p): Auth) -> ApiResult<Json<NodeReport>> {
     let view = state.node.view();
     let (digest, head, counts, initialized) = blocking(move || {
@@ -111,6 +114,7 @@ pub struct ClusterView {
     pub leader_api_addr: Option<String>,
 }
 
+#[utoipa::path(get, path = "/v1/sys/cluster", tag = "sys", security(("bearer" = [])), responses((status = 200, description = "Members, leader, indexes, replication lag (leader)"), (status = 400, description = "Invalid request", body = ErrorResponse), (status = 401, description = "Missing or invalid token", body = ErrorResponse), (status = 503, description = "No leader or node unavailable; retry", body = ErrorResponse)))]
 pub async fn cluster(State(state): State<AppState>, Auth(_p): Auth) -> ApiResult<Json<ClusterView>> {
     let status = state.node.status();
     let leader_api_addr =
@@ -118,7 +122,7 @@ pub async fn cluster(State(state): State<AppState>, Auth(_p): Auth) -> ApiResult
     Ok(Json(ClusterView { status, leader_api_addr }))
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddMemberRequest {
     pub id: u64,
@@ -138,6 +142,7 @@ pub struct MembershipResponse {
     pub members: Vec<certplane_raft::node::MemberStatus>,
 }
 
+#[utoipa::path(post, path = "/v1/sys/cluster/members", tag = "sys", security(("bearer" = [])), request_body = AddMemberRequest, responses((status = 200, description = "Added (as learner, caught up, then promoted when voter)"), (status = 409, description = "Membership change refused", body = ErrorResponse), (status = 400, description = "Invalid request", body = ErrorResponse), (status = 401, description = "Missing or invalid token", body = ErrorResponse), (status = 503, description = "No leader or node unavailable; retry", body = ErrorResponse)))]
 pub async fn add_member(
     State(state): State<AppState>,
     Auth(p): Auth,
@@ -155,6 +160,7 @@ pub async fn add_member(
     Ok(Json(MembershipResponse { log_index, members: state.node.status().members }))
 }
 
+#[utoipa::path(delete, path = "/v1/sys/cluster/members/{id}", tag = "sys", security(("bearer" = [])), params(("id" = u64, Path, description = "Node id")), responses((status = 200, description = "Removed"), (status = 404, description = "Not a member", body = ErrorResponse), (status = 400, description = "Invalid request", body = ErrorResponse), (status = 401, description = "Missing or invalid token", body = ErrorResponse), (status = 503, description = "No leader or node unavailable; retry", body = ErrorResponse)))]
 pub async fn remove_member(
     State(state): State<AppState>,
     Auth(p): Auth,
@@ -169,19 +175,20 @@ pub async fn remove_member(
     Ok(Json(MembershipResponse { log_index, members: state.node.status().members }))
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TransferRequest {
     /// Target node; when absent, the most caught-up other voter.
     pub to: Option<u64>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TransferResponse {
     pub from: Option<u64>,
     pub to: u64,
 }
 
+#[utoipa::path(post, path = "/v1/sys/cluster/transfer-leader", tag = "sys", security(("bearer" = [])), request_body(content = TransferRequest, description = "Optional target"), responses((status = 200, description = "Transfer started", body = TransferResponse), (status = 400, description = "Invalid request", body = ErrorResponse), (status = 401, description = "Missing or invalid token", body = ErrorResponse), (status = 503, description = "No leader or node unavailable; retry", body = ErrorResponse)))]
 pub async fn transfer_leader(
     State(state): State<AppState>,
     Auth(p): Auth,
@@ -200,6 +207,7 @@ pub async fn transfer_leader(
 }
 
 /// A consistent snapshot of the applied state, as a file download (see `certplane snapshot save`).
+#[utoipa::path(get, path = "/v1/sys/snapshot", tag = "sys", security(("bearer" = [])), responses((status = 200, description = "A consistent snapshot file", content_type = "application/octet-stream"), (status = 400, description = "Invalid request", body = ErrorResponse), (status = 401, description = "Missing or invalid token", body = ErrorResponse), (status = 503, description = "No leader or node unavailable; retry", body = ErrorResponse)))]
 pub async fn snapshot(State(state): State<AppState>, Auth(p): Auth, consistency: Consistency) -> ApiResult<Response> {
     require(&p, Role::Operator)?;
     super::certificates::read_barrier(&state, consistency).await?;

@@ -15,7 +15,7 @@ pub fn rfc3339(t: Timestamp) -> String {
 }
 
 /// A certificate as clients see it: never the private key, only whether one is held.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CertificateView {
     pub id: String,
     pub fingerprint_sha256: String,
@@ -36,6 +36,7 @@ pub struct CertificateView {
     pub owner: String,
     pub zone: String,
     pub tags: BTreeMap<String, String>,
+    #[schema(value_type = String)]
     pub status: CertificateStatus,
     pub has_private_key: bool,
     pub chain_pem: String,

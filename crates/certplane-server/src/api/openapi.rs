@@ -1,0 +1,77 @@
+//! The OpenAPI document served at `/v1/openapi.json`, generated from the handlers' annotations.
+
+use axum::Json;
+use serde::Serialize;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+
+use super::{audit, certificates, ops, sys};
+
+/// The shape of every error answer.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorResponse {
+    pub error: ErrorDetail,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Machine-readable, e.g. `invalid_certificate`, `not_found`, `idempotency_key_reused`.
+    pub code: String,
+    pub message: String,
+    #[schema(value_type = Vec<Object>)]
+    pub details: Vec<serde_json::Value>,
+}
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("bearer", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()));
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "certplane", description = "Highly available control plane for TLS certificates."),
+    paths(
+        ops::healthz,
+        ops::readyz,
+        ops::metrics,
+        sys::init,
+        sys::node_status,
+        sys::cluster,
+        sys::add_member,
+        sys::remove_member,
+        sys::transfer_leader,
+        sys::snapshot,
+        certificates::import,
+        certificates::list,
+        certificates::get_one,
+        certificates::retire,
+        audit::list,
+        audit::verify,
+    ),
+    components(schemas(
+        ErrorResponse,
+        ErrorDetail,
+        certificates::ImportRequest,
+        super::view::CertificateView,
+        sys::InitResponse,
+        sys::AddMemberRequest,
+        sys::TransferRequest,
+        sys::TransferResponse,
+    )),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "certificates", description = "The certificate inventory"),
+        (name = "audit", description = "The hash-chained audit trail"),
+        (name = "sys", description = "Initialisation, cluster membership and snapshots"),
+        (name = "ops", description = "Health, readiness and metrics"),
+    )
+)]
+pub struct ApiDoc;
+
+pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
