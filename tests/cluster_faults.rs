@@ -191,7 +191,9 @@ async fn snapshot_restore_into_a_new_cluster_reproduces_the_inventory() {
     let acked = import_many(&cluster, &certs, leader, "saved", 40).await;
     let (_, digest) = cluster.wait_converged().await;
 
-    let snapshot = cluster.dir.path().join("backup.snap");
+    // Kept outside the cluster's directory, which goes away with the old cluster.
+    let backup_dir = tempfile::tempdir().expect("tempdir");
+    let snapshot = backup_dir.path().join("backup.snap");
     let resp = cluster
         .http
         .get(format!("{}/v1/sys/snapshot", cluster.node(2).url()))

@@ -60,8 +60,15 @@ pub struct TestCluster {
     pub http: reqwest::Client,
 }
 
+/// The process-wide TLS provider, and logs when `CERTPLANE_TEST_LOG` is set (e.g. `openraft=info`).
 pub fn install_crypto() {
     let _ = rustls::crypto::ring::default_provider().install_default();
+    if let Ok(filter) = std::env::var("CERTPLANE_TEST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    }
 }
 
 impl TestCluster {

@@ -76,13 +76,19 @@ impl From<CodecError> for Status {
 /// Serialises `value` into a versioned envelope.
 pub fn encode<T: Serialize>(what: What, value: &T) -> Result<pb::RaftPayload, CodecError> {
     let json = serde_json::to_vec(value).map_err(|source| CodecError::Encode { what, source })?;
-    Ok(pb::RaftPayload { v: WIRE_VERSION, json })
+    Ok(pb::RaftPayload {
+        v: WIRE_VERSION,
+        json,
+    })
 }
 
 /// Reads a versioned envelope, refusing unknown versions and malformed JSON.
 pub fn decode<T: DeserializeOwned>(what: What, payload: &pb::RaftPayload) -> Result<T, CodecError> {
     if payload.v != WIRE_VERSION {
-        return Err(CodecError::UnsupportedVersion { what, got: payload.v });
+        return Err(CodecError::UnsupportedVersion {
+            what,
+            got: payload.v,
+        });
     }
     serde_json::from_slice(&payload.json).map_err(|source| CodecError::Malformed { what, source })
 }
@@ -100,7 +106,11 @@ pub struct SnapshotHeader {
 
 impl fmt::Display for SnapshotHeader {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "snapshot {} ({} bytes) from leader vote {}", self.meta, self.size, self.vote)
+        write!(
+            f,
+            "snapshot {} ({} bytes) from leader vote {}",
+            self.meta, self.size, self.vote
+        )
     }
 }
 
@@ -129,7 +139,13 @@ mod tests {
     use crate::types::{LogId, TypeConfig};
 
     fn log_id(term: u64, node: u64, index: u64) -> LogId {
-        openraft::LogId::new(openraft::vote::leader_id_adv::LeaderId { term, node_id: node }, index)
+        openraft::LogId::new(
+            openraft::vote::leader_id_adv::LeaderId {
+                term,
+                node_id: node,
+            },
+            index,
+        )
     }
 
     #[test]
@@ -143,7 +159,11 @@ mod tests {
 
     #[test]
     fn vote_response_round_trips() {
-        let resp = VoteResponse::<TypeConfig>::new(Vote::new_committed(4, 2), Some(log_id(4, 2, 7)), false);
+        let resp = VoteResponse::<TypeConfig>::new(
+            Vote::new_committed(4, 2),
+            Some(log_id(4, 2, 7)),
+            false,
+        );
         let payload = encode(what::VOTE_RESPONSE, &resp).unwrap();
         let back: VoteResponse<TypeConfig> = decode(what::VOTE_RESPONSE, &payload).unwrap();
         assert_eq!(back, resp);
@@ -153,36 +173,58 @@ mod tests {
     fn snapshot_header_round_trips() {
         let header = SnapshotHeader {
             vote: Vote::new_committed(5, 1),
-            meta: SnapshotMeta { last_log_id: Some(log_id(5, 1, 99)), last_membership: Default::default() },
+            meta: SnapshotMeta {
+                last_log_id: Some(log_id(5, 1, 99)),
+                last_membership: Default::default(),
+            },
             size: 12345,
         };
-        let back: SnapshotHeader = decode(what::SNAPSHOT_HEADER, &encode(what::SNAPSHOT_HEADER, &header).unwrap()).unwrap();
+        let back: SnapshotHeader = decode(
+            what::SNAPSHOT_HEADER,
+            &encode(what::SNAPSHOT_HEADER, &header).unwrap(),
+        )
+        .unwrap();
         assert_eq!(back, header);
     }
 
     #[test]
     fn garbage_json_is_invalid_argument() {
-        let payload = pb::RaftPayload { v: WIRE_VERSION, json: b"{not json".to_vec() };
+        let payload = pb::RaftPayload {
+            v: WIRE_VERSION,
+            json: b"{not json".to_vec(),
+        };
         let err = decode::<VoteRequest<TypeConfig>>(what::VOTE_REQUEST, &payload).unwrap_err();
         assert!(err.is_decode());
         let status = Status::from(err);
         assert_eq!(status.code(), Code::InvalidArgument);
-        assert!(status.message().contains("VoteRequest"), "{}", status.message());
+        assert!(
+            status.message().contains("VoteRequest"),
+            "{}",
+            status.message()
+        );
     }
 
     #[test]
     fn wrong_shape_is_invalid_argument() {
         let payload = encode("test", &serde_json::json!({"vote": 1, "surprise": [1, 2]})).unwrap();
-        let status = Status::from(decode::<VoteRequest<TypeConfig>>(what::VOTE_REQUEST, &payload).unwrap_err());
+        let status = Status::from(
+            decode::<VoteRequest<TypeConfig>>(what::VOTE_REQUEST, &payload).unwrap_err(),
+        );
         assert_eq!(status.code(), Code::InvalidArgument);
     }
 
     #[test]
     fn unknown_version_is_refused() {
-        let mut payload = encode(what::VOTE_REQUEST, &VoteRequest::<TypeConfig>::new(Vote::new(1, 1), None)).unwrap();
+        let mut payload = encode(
+            what::VOTE_REQUEST,
+            &VoteRequest::<TypeConfig>::new(Vote::new(1, 1), None),
+        )
+        .unwrap();
         payload.v = WIRE_VERSION + 1;
         let err = decode::<VoteRequest<TypeConfig>>(what::VOTE_REQUEST, &payload).unwrap_err();
-        assert!(matches!(err, CodecError::UnsupportedVersion { got, .. } if got == WIRE_VERSION + 1));
+        assert!(
+            matches!(err, CodecError::UnsupportedVersion { got, .. } if got == WIRE_VERSION + 1)
+        );
         assert_eq!(Status::from(err).code(), Code::InvalidArgument);
     }
 }

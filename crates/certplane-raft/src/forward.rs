@@ -17,21 +17,25 @@
 //! a transport failure is returned as-is: the outcome is unknown.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 use openraft::async_runtime::WatchReceiver;
-use openraft::errors::{ChangeMembershipError, ClientWriteError, ForwardToLeader, LinearizableReadError, RaftError};
+use openraft::errors::{
+    ChangeMembershipError, ClientWriteError, ForwardToLeader, LinearizableReadError, RaftError,
+};
 use openraft::storage::RaftStateMachine;
 use openraft::{ChangeMembers, ReadPolicy};
 use serde::{Deserialize, Serialize};
-use tokio::time::Instant;
-use tonic::{Code, Request, Status};
 
-use crate::codec::{self, what};
-use crate::network::PeerChannels;
-use crate::types::{NodeId, NodeInfo, Raft, TypeConfig, Vote};
+use crate::types::{NodeId, NodeInfo, Raft, TypeConfig};
+
+mod router;
+
+pub use router::Forwarder;
 
 /// An operation only the leader can perform.
+// A request lives for one call and is serialised or executed right away; boxing the large `Write`
+// variant would add an allocation and buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ForwardRequest {
     /// Append a proposal and wait until it is applied.
@@ -39,7 +43,11 @@ pub enum ForwardRequest {
     /// Confirm leadership with a quorum and return the index a reader must have applied.
     ReadIndex,
     /// Add a node as learner (waiting until it caught up), then, if `voter`, promote it.
-    AddMember { id: NodeId, node: NodeInfo, voter: bool },
+    AddMember {
+        id: NodeId,
+        node: NodeInfo,
+        voter: bool,
+    },
     /// Remove a voter or learner from the membership.
     RemoveMember { id: NodeId },
     /// Ask the leader to hand leadership to `to`.
@@ -65,9 +73,13 @@ impl ForwardRequest {
 pub enum ForwardResponse {
     Written(certplane_core::Outcome),
     /// Linearizable reads may proceed on a node once it has applied `index`.
-    ReadIndex { index: u64 },
+    ReadIndex {
+        index: u64,
+    },
     /// Index of the log entry holding the resulting membership.
-    MembershipChanged { log_index: u64 },
+    MembershipChanged {
+        log_index: u64,
+    },
     TransferStarted,
 }
 
@@ -95,36 +107,59 @@ pub enum ForwardError {
 impl ForwardError {
     /// Whether trying again later (possibly on another node) may succeed.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, ForwardError::NotLeader { .. } | ForwardError::Unreachable(_) | ForwardError::Timeout)
+        matches!(
+            self,
+            ForwardError::NotLeader { .. } | ForwardError::Unreachable(_) | ForwardError::Timeout
+        )
     }
 }
 
 impl From<ForwardToLeader<TypeConfig>> for ForwardError {
     fn from(f: ForwardToLeader<TypeConfig>) -> Self {
-        ForwardError::NotLeader { leader: f.leader_id }
+        ForwardError::NotLeader {
+            leader: f.leader_id,
+        }
     }
 }
 
 /// Performs `req` on this node, which must be the leader; answers `NotLeader` otherwise.
-pub async fn execute_on_leader<SM>(raft: &Raft<SM>, req: ForwardRequest) -> Result<ForwardResponse, ForwardError>
-where SM: RaftStateMachine<TypeConfig> {
+pub async fn execute_on_leader<SM>(
+    raft: &Raft<SM>,
+    req: ForwardRequest,
+) -> Result<ForwardResponse, ForwardError>
+where
+    SM: RaftStateMachine<TypeConfig>,
+{
     match req {
         ForwardRequest::Write(proposal) => {
             let resp = raft.client_write(proposal).await.map_err(write_error)?;
             Ok(ForwardResponse::Written(resp.data))
         }
         ForwardRequest::ReadIndex => {
-            let (read_log_id, _applied) = raft.get_read_log_id(ReadPolicy::ReadIndex).await.map_err(read_error)?;
-            Ok(ForwardResponse::ReadIndex { index: read_log_id.index() })
+            let (read_log_id, _applied) = raft
+                .get_read_log_id(ReadPolicy::ReadIndex)
+                .await
+                .map_err(read_error)?;
+            Ok(ForwardResponse::ReadIndex {
+                index: read_log_id.index(),
+            })
         }
         ForwardRequest::AddMember { id, node, voter } => {
             // Blocking: returns once the learner has caught up, so promoting it does not stall commits.
-            let mut resp = raft.add_learner(id, node, true).await.map_err(write_error)?;
+            let mut resp = raft
+                .add_learner(id, node, true)
+                .await
+                .map_err(write_error)?;
             if voter && !raft.voter_ids().any(|v| v == id) {
                 let ids = BTreeSet::from([id]);
-                resp = raft.change_membership(ChangeMembers::AddVoterIds(ids), false).await.map_err(write_error)?;
+                resp = raft
+                    .change_membership(ChangeMembers::AddVoterIds(ids), false)
+                    .await
+                    .map_err(write_error)?;
             }
-            Ok(ForwardResponse::MembershipChanged { log_index: resp.log_id.index })
+            Ok(ForwardResponse::MembershipChanged {
+                log_index: resp.log_id.index,
+            })
         }
         ForwardRequest::RemoveMember { id } => {
             raft.as_leader()?;
@@ -138,27 +173,47 @@ where SM: RaftStateMachine<TypeConfig> {
                     ChangeMembers::RemoveNodes(BTreeSet::from([id]))
                 } else {
                     // Already gone: removing twice is a success, so retries are harmless.
-                    let log_index = metrics.membership_config.log_id().as_ref().map(|l| l.index).unwrap_or(0);
+                    let log_index = metrics
+                        .membership_config
+                        .log_id()
+                        .as_ref()
+                        .map(|l| l.index)
+                        .unwrap_or(0);
                     return Ok(ForwardResponse::MembershipChanged { log_index });
                 }
             };
             // retain = false: a removed voter leaves the cluster instead of staying on as learner.
-            let resp = raft.change_membership(change, false).await.map_err(write_error)?;
-            Ok(ForwardResponse::MembershipChanged { log_index: resp.log_id.index })
+            let resp = raft
+                .change_membership(change, false)
+                .await
+                .map_err(write_error)?;
+            Ok(ForwardResponse::MembershipChanged {
+                log_index: resp.log_id.index,
+            })
         }
         ForwardRequest::TransferLeader { to } => {
             raft.as_leader()?;
             if !raft.voter_ids().any(|v| v == to) {
-                return Err(ForwardError::BadRequest(format!("node {to} is not a voter")));
+                return Err(ForwardError::BadRequest(format!(
+                    "node {to} is not a voter"
+                )));
             }
-            raft.trigger().transfer_leader(to).await.map_err(|e| ForwardError::Fatal(e.to_string()))?;
+            raft.trigger()
+                .transfer_leader(to)
+                .await
+                .map_err(|e| ForwardError::Fatal(e.to_string()))?;
             Ok(ForwardResponse::TransferStarted)
         }
         ForwardRequest::SetNode { id, node } => {
             raft.as_leader()?;
             let change = ChangeMembers::SetNodes(std::collections::BTreeMap::from([(id, node)]));
-            let resp = raft.change_membership(change, false).await.map_err(write_error)?;
-            Ok(ForwardResponse::MembershipChanged { log_index: resp.log_id.index })
+            let resp = raft
+                .change_membership(change, false)
+                .await
+                .map_err(write_error)?;
+            Ok(ForwardResponse::MembershipChanged {
+                log_index: resp.log_id.index,
+            })
         }
     }
 }
@@ -169,11 +224,12 @@ fn write_error(e: RaftError<TypeConfig, ClientWriteError<TypeConfig>>) -> Forwar
         RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => f.into(),
         // Not `NotLeader`: the entry may still commit through the new leader, so this must not be
         // retried blindly.
-        RaftError::APIError(e @ ClientWriteError::LogEntryDiscarded(_)) => ForwardError::Raft(e.to_string()),
+        RaftError::APIError(e @ ClientWriteError::LogEntryDiscarded(_)) => {
+            ForwardError::Raft(e.to_string())
+        }
         RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => match e {
-            ChangeMembershipError::InProgress(_) | ChangeMembershipError::UncommittedLeaderLog(_) => {
-                ForwardError::Raft(e.to_string())
-            }
+            ChangeMembershipError::InProgress(_)
+            | ChangeMembershipError::UncommittedLeaderLog(_) => ForwardError::Raft(e.to_string()),
             _ => ForwardError::BadRequest(e.to_string()),
         },
         RaftError::APIError(e) => ForwardError::Raft(e.to_string()),
@@ -185,228 +241,16 @@ fn read_error(e: RaftError<TypeConfig, LinearizableReadError<TypeConfig>>) -> Fo
         RaftError::Fatal(fatal) => ForwardError::Fatal(fatal.to_string()),
         RaftError::APIError(LinearizableReadError::ForwardToLeader(f)) => f.into(),
         // The leader could not hear from a quorum: the cluster is (maybe briefly) unavailable.
-        RaftError::APIError(e @ LinearizableReadError::QuorumNotEnough(_)) => ForwardError::Unreachable(e.to_string()),
-    }
-}
-
-/// Routes leader-directed operations from any node to the leader.
-pub struct Forwarder<SM>
-where SM: RaftStateMachine<TypeConfig>
-{
-    raft: Raft<SM>,
-    id: NodeId,
-    channels: PeerChannels,
-    deadline: Duration,
-}
-
-impl<SM> Clone for Forwarder<SM>
-where SM: RaftStateMachine<TypeConfig>
-{
-    fn clone(&self) -> Self {
-        Forwarder { raft: self.raft.clone(), id: self.id, channels: self.channels.clone(), deadline: self.deadline }
-    }
-}
-
-/// What the Raft metrics said about leadership when we picked a target.
-#[derive(PartialEq)]
-struct LeaderView {
-    leader: Option<NodeId>,
-    vote: Vote,
-}
-
-/// After a transport failure, how long to wait for the metrics to show a new leader before trying
-/// the same one again.
-const RETRY_AFTER_FAILURE: Duration = Duration::from_millis(200);
-
-impl<SM> Forwarder<SM>
-where SM: RaftStateMachine<TypeConfig>
-{
-    /// How long `submit` keeps looking for a leader by default: long enough for an election.
-    pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(5);
-
-    /// `channels` should be the same `PeerChannels` the `NetworkFactory` uses, so forwarding shares the
-    /// connections to the peers.
-    pub fn new(raft: Raft<SM>, id: NodeId, channels: PeerChannels) -> Self {
-        Forwarder { raft, id, channels, deadline: Self::DEFAULT_DEADLINE }
-    }
-
-    pub fn with_deadline(mut self, deadline: Duration) -> Self {
-        self.deadline = deadline;
-        self
-    }
-
-    /// Runs `req` on the leader, here or remotely, within the default deadline.
-    pub async fn submit(&self, req: ForwardRequest) -> Result<ForwardResponse, ForwardError> {
-        self.submit_within(req, self.deadline).await
-    }
-
-    /// Runs `req` on the leader within `deadline` (e.g. longer for adding a member, which waits for
-    /// the new node to catch up).
-    pub async fn submit_within(&self, req: ForwardRequest, deadline: Duration) -> Result<ForwardResponse, ForwardError> {
-        let deadline = Instant::now() + deadline;
-        // A leader named by a node that refused the request; tried before our own (maybe older) view.
-        let mut hint: Option<NodeId> = None;
-        loop {
-            let view = self.leader_view();
-            let Some(target) = hint.take().or(view.leader) else {
-                self.wait_for_leader(deadline).await?;
-                continue;
-            };
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            if remaining.is_zero() {
-                return Err(ForwardError::Timeout);
-            }
-            let outcome = if target == self.id {
-                match tokio::time::timeout(remaining, execute_on_leader(&self.raft, req.clone())).await {
-                    Ok(result) => result,
-                    Err(_elapsed) => return Err(ForwardError::Timeout),
-                }
-            } else {
-                match self.forward_to(target, &req, remaining).await {
-                    Ok(result) => result,
-                    Err(failure) => {
-                        if !(failure.never_sent || req.is_safe_to_repeat()) {
-                            return Err(failure.error);
-                        }
-                        tracing::debug!(target, error = %failure.error, "forwarding failed; retrying");
-                        if self.wait_for_change(&view, deadline.min(Instant::now() + RETRY_AFTER_FAILURE)).await.is_err()
-                            && Instant::now() >= deadline
-                        {
-                            return Err(failure.error);
-                        }
-                        continue;
-                    }
-                }
-            };
-            match outcome {
-                Err(ForwardError::NotLeader { leader }) => {
-                    tracing::debug!(target, ?leader, "asked a node that is not the leader; retrying");
-                    match leader {
-                        Some(l) if l != target => hint = Some(l),
-                        _ => self.wait_for_change(&view, deadline).await?,
-                    }
-                }
-                other => return other,
-            }
+        RaftError::APIError(e @ LinearizableReadError::QuorumNotEnough(_)) => {
+            ForwardError::Unreachable(e.to_string())
         }
     }
-
-    /// A linearizable read barrier: gets the read index from the leader and waits until this node has
-    /// applied it. Reads from the local state machine after this return are linearizable.
-    pub async fn read_barrier(&self) -> Result<u64, ForwardError> {
-        let deadline = Instant::now() + self.deadline;
-        let index = match self.submit(ForwardRequest::ReadIndex).await? {
-            ForwardResponse::ReadIndex { index } => index,
-            other => return Err(ForwardError::Raft(format!("unexpected answer to ReadIndex: {other:?}"))),
-        };
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        self.raft
-            .wait(Some(remaining))
-            .applied_index_at_least(Some(index), "read barrier")
-            .await
-            .map_err(|_| ForwardError::Timeout)?;
-        Ok(index)
-    }
-
-    fn leader_view(&self) -> LeaderView {
-        let metrics = self.raft.metrics();
-        let metrics = metrics.borrow_watched();
-        LeaderView { leader: metrics.current_leader, vote: metrics.vote }
-    }
-
-    fn node_of(&self, id: NodeId) -> Option<NodeInfo> {
-        let metrics = self.raft.metrics();
-        let metrics = metrics.borrow_watched();
-        metrics.membership_config.membership().get_node(&id).cloned()
-    }
-
-    async fn wait_for_leader(&self, deadline: Instant) -> Result<(), ForwardError> {
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        self.raft
-            .wait(Some(remaining))
-            .metrics(|m| m.current_leader.is_some(), "a leader is known")
-            .await
-            .map(|_| ())
-            .map_err(|_| ForwardError::Timeout)
-    }
-
-    /// Waits until the metrics show a different leader or vote than `seen`.
-    async fn wait_for_change(&self, seen: &LeaderView, until: Instant) -> Result<(), ForwardError> {
-        let remaining = until.saturating_duration_since(Instant::now());
-        self.raft
-            .wait(Some(remaining))
-            .metrics(|m| m.current_leader != seen.leader || m.vote != seen.vote, "leadership changed")
-            .await
-            .map(|_| ())
-            .map_err(|_| ForwardError::Timeout)
-    }
-
-    /// One Forward RPC. `Ok` holds the leader's answer; `Err` a transport failure.
-    async fn forward_to(
-        &self,
-        target: NodeId,
-        req: &ForwardRequest,
-        ttl: Duration,
-    ) -> Result<Result<ForwardResponse, ForwardError>, TransportFailure> {
-        let Some(node) = self.node_of(target) else {
-            let msg = format!("leader {target} is not in this node's membership config");
-            return Err(TransportFailure { error: ForwardError::Unreachable(msg), never_sent: true });
-        };
-        let payload = codec::encode(what::FORWARD_REQUEST, req)
-            .map_err(|e| TransportFailure { error: ForwardError::BadRequest(e.to_string()), never_sent: true })?;
-        let mut client = self
-            .channels
-            .client(&node.cluster_addr)
-            .map_err(|e| TransportFailure { error: ForwardError::Unreachable(e.to_string()), never_sent: true })?;
-        let mut request = Request::new(payload);
-        request.set_timeout(ttl);
-        let response = match tokio::time::timeout(ttl, client.forward(request)).await {
-            Err(_elapsed) => return Err(TransportFailure { error: ForwardError::Timeout, never_sent: false }),
-            Ok(Err(status)) => return Err(TransportFailure::from_status(target, &status)),
-            Ok(Ok(response)) => response.into_inner(),
-        };
-        codec::decode(what::FORWARD_RESPONSE, &response)
-            .map_err(|e| TransportFailure { error: ForwardError::Unreachable(e.to_string()), never_sent: false })
-    }
-}
-
-/// A Forward RPC that produced no answer from the leader.
-struct TransportFailure {
-    error: ForwardError,
-    /// True when the request certainly did not reach the leader, so repeating it is safe.
-    never_sent: bool,
-}
-
-impl TransportFailure {
-    fn from_status(target: NodeId, status: &Status) -> Self {
-        let error = match status.code() {
-            Code::DeadlineExceeded => ForwardError::Timeout,
-            // The leader refused to decode our request: retrying the same bytes cannot help.
-            Code::InvalidArgument => ForwardError::BadRequest(status.message().to_string()),
-            _ => ForwardError::Unreachable(format!("node {target}: {status}")),
-        };
-        let never_sent = status.code() == Code::InvalidArgument || connection_refused(status);
-        TransportFailure { error, never_sent }
-    }
-}
-
-/// Whether the error chain shows a refused TCP connection: the request never left this node.
-fn connection_refused(status: &Status) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
-    while let Some(e) = source {
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            if io.kind() == std::io::ErrorKind::ConnectionRefused {
-                return true;
-            }
-        }
-        source = e.source();
-    }
-    false
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::{self, what};
 
     #[test]
     fn retryable_errors() {
@@ -424,7 +268,10 @@ mod tests {
             ForwardRequest::ReadIndex,
             ForwardRequest::AddMember {
                 id: 3,
-                node: NodeInfo { cluster_addr: "node-3:7100".into(), api_addr: "http://node-3:8200".into() },
+                node: NodeInfo {
+                    cluster_addr: "node-3:7100".into(),
+                    api_addr: "http://node-3:8200".into(),
+                },
                 voter: true,
             },
             ForwardRequest::RemoveMember { id: 2 },
@@ -432,7 +279,10 @@ mod tests {
         ];
         for req in requests {
             let payload = codec::encode(what::FORWARD_REQUEST, &req).unwrap();
-            assert_eq!(codec::decode::<ForwardRequest>(what::FORWARD_REQUEST, &payload).unwrap(), req);
+            assert_eq!(
+                codec::decode::<ForwardRequest>(what::FORWARD_REQUEST, &payload).unwrap(),
+                req
+            );
         }
         let answers: [Result<ForwardResponse, ForwardError>; 4] = [
             Ok(ForwardResponse::ReadIndex { index: 42 }),
@@ -442,7 +292,8 @@ mod tests {
         ];
         for answer in answers {
             let payload = codec::encode(what::FORWARD_RESPONSE, &answer).unwrap();
-            let back: Result<ForwardResponse, ForwardError> = codec::decode(what::FORWARD_RESPONSE, &payload).unwrap();
+            let back: Result<ForwardResponse, ForwardError> =
+                codec::decode(what::FORWARD_RESPONSE, &payload).unwrap();
             assert_eq!(back, answer);
         }
     }
@@ -450,7 +301,13 @@ mod tests {
     #[test]
     fn not_leader_carries_the_hint() {
         let f = ForwardToLeader::<TypeConfig>::new(7, NodeInfo::default());
-        assert_eq!(ForwardError::from(f), ForwardError::NotLeader { leader: Some(7) });
-        assert_eq!(ForwardError::from(ForwardToLeader::<TypeConfig>::empty()), ForwardError::NotLeader { leader: None });
+        assert_eq!(
+            ForwardError::from(f),
+            ForwardError::NotLeader { leader: Some(7) }
+        );
+        assert_eq!(
+            ForwardError::from(ForwardToLeader::<TypeConfig>::empty()),
+            ForwardError::NotLeader { leader: None }
+        );
     }
 }

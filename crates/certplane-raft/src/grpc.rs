@@ -46,7 +46,8 @@ const INCOMING_PREFIX: &str = "incoming-";
 
 /// Serves this node's Raft to its peers.
 pub struct RaftGrpcService<SM>
-where SM: RaftStateMachine<TypeConfig, SnapshotData = SnapshotFile>
+where
+    SM: RaftStateMachine<TypeConfig, SnapshotData = SnapshotFile>,
 {
     raft: Raft<SM>,
     snapshot_incoming_dir: PathBuf,
@@ -54,7 +55,8 @@ where SM: RaftStateMachine<TypeConfig, SnapshotData = SnapshotFile>
 }
 
 impl<SM> RaftGrpcService<SM>
-where SM: RaftStateMachine<TypeConfig, SnapshotData = SnapshotFile>
+where
+    SM: RaftStateMachine<TypeConfig, SnapshotData = SnapshotFile>,
 {
     /// Largest snapshot accepted by default. Far above what millions of certificates need; its job
     /// is to stop a runaway or hostile stream from filling the disk.
@@ -66,12 +68,20 @@ where SM: RaftStateMachine<TypeConfig, SnapshotData = SnapshotFile>
         std::fs::create_dir_all(&snapshot_incoming_dir)?;
         for entry in std::fs::read_dir(&snapshot_incoming_dir)? {
             let entry = entry?;
-            if entry.file_name().to_string_lossy().starts_with(INCOMING_PREFIX) {
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(INCOMING_PREFIX)
+            {
                 tracing::info!(path = %entry.path().display(), "removing partial incoming snapshot");
                 remove_if_exists(&entry.path())?;
             }
         }
-        Ok(RaftGrpcService { raft, snapshot_incoming_dir, max_snapshot_bytes: Self::DEFAULT_MAX_SNAPSHOT_BYTES })
+        Ok(RaftGrpcService {
+            raft,
+            snapshot_incoming_dir,
+            max_snapshot_bytes: Self::DEFAULT_MAX_SNAPSHOT_BYTES,
+        })
     }
 
     pub fn with_max_snapshot_bytes(mut self, max_snapshot_bytes: u64) -> Self {
@@ -89,8 +99,13 @@ where SM: RaftStateMachine<TypeConfig, SnapshotData = SnapshotFile>
 
 /// A server with the transport settings of the cluster port and the Raft service added.
 /// More services (e.g. health) can be added to the returned router before serving.
-pub fn router<SM>(service: RaftGrpcService<SM>, tls: Option<&ClusterTls>) -> Result<Router, tonic::transport::Error>
-where SM: RaftStateMachine<TypeConfig, SnapshotData = SnapshotFile> {
+pub fn router<SM>(
+    service: RaftGrpcService<SM>,
+    tls: Option<&ClusterTls>,
+) -> Result<Router, tonic::transport::Error>
+where
+    SM: RaftStateMachine<TypeConfig, SnapshotData = SnapshotFile>,
+{
     let mut builder = Server::builder()
         .tcp_nodelay(true)
         // Mirrors the client keepalive: a vanished peer's streams are torn down instead of hanging.
@@ -113,30 +128,50 @@ pub async fn serve<SM>(
 where
     SM: RaftStateMachine<TypeConfig, SnapshotData = SnapshotFile>,
 {
-    router(service, tls.as_ref())?.serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown).await
+    router(service, tls.as_ref())?
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
 }
 
 type ResultStream = Pin<Box<dyn Stream<Item = Result<pb::RaftPayload, Status>> + Send + 'static>>;
 
 #[tonic::async_trait]
 impl<SM> RaftService for RaftGrpcService<SM>
-where SM: RaftStateMachine<TypeConfig, SnapshotData = SnapshotFile>
+where
+    SM: RaftStateMachine<TypeConfig, SnapshotData = SnapshotFile>,
 {
-    async fn vote(&self, request: Request<pb::RaftPayload>) -> Result<Response<pb::RaftPayload>, Status> {
+    async fn vote(
+        &self,
+        request: Request<pb::RaftPayload>,
+    ) -> Result<Response<pb::RaftPayload>, Status> {
         let req = codec::decode(what::VOTE_REQUEST, request.get_ref())?;
         let resp = self.raft.vote(req).await.map_err(|e| fatal_status(&e))?;
         reply(what::VOTE_RESPONSE, &resp)
     }
 
-    async fn pre_vote(&self, request: Request<pb::RaftPayload>) -> Result<Response<pb::RaftPayload>, Status> {
+    async fn pre_vote(
+        &self,
+        request: Request<pb::RaftPayload>,
+    ) -> Result<Response<pb::RaftPayload>, Status> {
         let req = codec::decode(what::VOTE_REQUEST, request.get_ref())?;
-        let resp = self.raft.pre_vote(req).await.map_err(|e| fatal_status(&e))?;
+        let resp = self
+            .raft
+            .pre_vote(req)
+            .await
+            .map_err(|e| fatal_status(&e))?;
         reply(what::VOTE_RESPONSE, &resp)
     }
 
-    async fn append_entries(&self, request: Request<pb::RaftPayload>) -> Result<Response<pb::RaftPayload>, Status> {
+    async fn append_entries(
+        &self,
+        request: Request<pb::RaftPayload>,
+    ) -> Result<Response<pb::RaftPayload>, Status> {
         let req = codec::decode(what::APPEND_REQUEST, request.get_ref())?;
-        let resp = self.raft.append_entries(req).await.map_err(|e| fatal_status(&e))?;
+        let resp = self
+            .raft
+            .append_entries(req)
+            .await
+            .map_err(|e| fatal_status(&e))?;
         reply(what::APPEND_RESPONSE, &resp)
     }
 
@@ -167,11 +202,15 @@ where SM: RaftStateMachine<TypeConfig, SnapshotData = SnapshotFile>
             };
             futures::future::ready(next)
         });
-        let results = self.raft.stream_append(requests).map(|result| match result {
-            Ok(append_result) => Ok(codec::encode(what::STREAM_APPEND_RESULT, &append_result)?),
-            Err(fatal) => Err(fatal_status(&fatal)),
-        });
-        let trailer = futures::stream::once(async move { lock(&bad_input).take().map(Err) }).filter_map(futures::future::ready);
+        let results = self
+            .raft
+            .stream_append(requests)
+            .map(|result| match result {
+                Ok(append_result) => Ok(codec::encode(what::STREAM_APPEND_RESULT, &append_result)?),
+                Err(fatal) => Err(fatal_status(&fatal)),
+            });
+        let trailer = futures::stream::once(async move { lock(&bad_input).take().map(Err) })
+            .filter_map(futures::future::ready);
         Ok(Response::new(Box::pin(results.chain(trailer))))
     }
 
@@ -181,11 +220,19 @@ where SM: RaftStateMachine<TypeConfig, SnapshotData = SnapshotFile>
     ) -> Result<Response<pb::RaftPayload>, Status> {
         let mut chunks = request.into_inner();
         let header: SnapshotHeader = match chunks.message().await? {
-            Some(pb::SnapshotChunk { part: Some(snapshot_chunk::Part::Header(payload)) }) => {
-                codec::decode(what::SNAPSHOT_HEADER, &payload)?
+            Some(pb::SnapshotChunk {
+                part: Some(snapshot_chunk::Part::Header(payload)),
+            }) => codec::decode(what::SNAPSHOT_HEADER, &payload)?,
+            Some(_) => {
+                return Err(Status::invalid_argument(
+                    "snapshot stream must start with the header (vote and meta)",
+                ))
             }
-            Some(_) => return Err(Status::invalid_argument("snapshot stream must start with the header (vote and meta)")),
-            None => return Err(Status::invalid_argument("empty snapshot stream: missing the header (vote and meta)")),
+            None => {
+                return Err(Status::invalid_argument(
+                    "empty snapshot stream: missing the header (vote and meta)",
+                ))
+            }
         };
         if header.size > self.max_snapshot_bytes {
             return Err(Status::resource_exhausted(format!(
@@ -200,7 +247,9 @@ where SM: RaftStateMachine<TypeConfig, SnapshotData = SnapshotFile>
         let mut received = 0u64;
         while let Some(chunk) = chunks.message().await? {
             let Some(snapshot_chunk::Part::Data(data)) = chunk.part else {
-                return Err(Status::invalid_argument("snapshot stream: only data may follow the header"));
+                return Err(Status::invalid_argument(
+                    "snapshot stream: only data may follow the header",
+                ));
             };
             if data.len() > SNAPSHOT_CHUNK_SIZE {
                 return Err(Status::invalid_argument(format!(
@@ -215,7 +264,11 @@ where SM: RaftStateMachine<TypeConfig, SnapshotData = SnapshotFile>
                     header.size
                 )));
             }
-            incoming.file.write_all(&data).await.map_err(|e| io_status("writing snapshot", &e))?;
+            incoming
+                .file
+                .write_all(&data)
+                .await
+                .map_err(|e| io_status("writing snapshot", &e))?;
         }
         if received != header.size {
             return Err(Status::invalid_argument(format!(
@@ -229,7 +282,10 @@ where SM: RaftStateMachine<TypeConfig, SnapshotData = SnapshotFile>
         // must not cancel the clean-up below (or remove the file under the state machine).
         let raft = self.raft.clone();
         let install = tokio::spawn(async move {
-            let snapshot = Snapshot { meta: header.meta, snapshot: SnapshotFile { path: path.clone() } };
+            let snapshot = Snapshot {
+                meta: header.meta,
+                snapshot: SnapshotFile { path: path.clone() },
+            };
             let result = raft.install_full_snapshot(header.vote, snapshot).await;
             if let Err(e) = remove_if_exists(&path) {
                 tracing::warn!(path = %path.display(), error = %e, "cannot remove uninstalled incoming snapshot");
@@ -243,20 +299,34 @@ where SM: RaftStateMachine<TypeConfig, SnapshotData = SnapshotFile>
         reply(what::SNAPSHOT_RESPONSE, &resp)
     }
 
-    async fn transfer_leader(&self, request: Request<pb::RaftPayload>) -> Result<Response<pb::RaftPayload>, Status> {
+    async fn transfer_leader(
+        &self,
+        request: Request<pb::RaftPayload>,
+    ) -> Result<Response<pb::RaftPayload>, Status> {
         let req = codec::decode(what::TRANSFER_LEADER_REQUEST, request.get_ref())?;
-        let resp = self.raft.handle_transfer_leader(req).await.map_err(|e| fatal_status(&e))?;
+        let resp = self
+            .raft
+            .handle_transfer_leader(req)
+            .await
+            .map_err(|e| fatal_status(&e))?;
         reply(what::TRANSFER_LEADER_RESPONSE, &resp)
     }
 
-    async fn forward(&self, request: Request<pb::RaftPayload>) -> Result<Response<pb::RaftPayload>, Status> {
+    async fn forward(
+        &self,
+        request: Request<pb::RaftPayload>,
+    ) -> Result<Response<pb::RaftPayload>, Status> {
         let req: ForwardRequest = codec::decode(what::FORWARD_REQUEST, request.get_ref())?;
-        let result: Result<ForwardResponse, ForwardError> = execute_on_leader(&self.raft, req).await;
+        let result: Result<ForwardResponse, ForwardError> =
+            execute_on_leader(&self.raft, req).await;
         reply(what::FORWARD_RESPONSE, &result)
     }
 }
 
-fn reply<T: serde::Serialize>(what: codec::What, value: &T) -> Result<Response<pb::RaftPayload>, Status> {
+fn reply<T: serde::Serialize>(
+    what: codec::What,
+    value: &T,
+) -> Result<Response<pb::RaftPayload>, Status> {
     Ok(Response::new(codec::encode(what, value)?))
 }
 
@@ -298,8 +368,16 @@ struct IncomingFile {
 impl IncomingFile {
     async fn create(dir: &Path, header: &SnapshotHeader) -> Result<Self, Status> {
         static SEQ: AtomicU64 = AtomicU64::new(0);
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-        let index = header.meta.last_log_id.as_ref().map(|l| l.index).unwrap_or(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let index = header
+            .meta
+            .last_log_id
+            .as_ref()
+            .map(|l| l.index)
+            .unwrap_or(0);
         let name = format!(
             "{INCOMING_PREFIX}{index}-{}-{nanos}-{}.snap",
             std::process::id(),
@@ -313,7 +391,11 @@ impl IncomingFile {
             .open(&path)
             .await
             .map_err(|e| io_status(&format!("creating {}", path.display()), &e))?;
-        Ok(IncomingFile { path, file, finished: false })
+        Ok(IncomingFile {
+            path,
+            file,
+            finished: false,
+        })
     }
 
     /// Makes the file durable (data and directory entry) and returns its path.

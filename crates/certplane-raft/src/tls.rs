@@ -41,14 +41,19 @@ impl ClusterTls {
     /// start-up rather than on the first connection.
     pub fn load(ca: &Path, cert: &Path, key: &Path) -> io::Result<Self> {
         let read = |path: &Path| {
-            std::fs::read(path).map_err(|e| io::Error::new(e.kind(), format!("reading {}: {e}", path.display())))
+            std::fs::read(path)
+                .map_err(|e| io::Error::new(e.kind(), format!("reading {}: {e}", path.display())))
         };
         Self::from_pem(read(ca)?, read(cert)?, read(key)?)
     }
 
     /// Builds from PEM bytes already in memory, with the same checks as [`ClusterTls::load`].
     pub fn from_pem(ca_pem: Vec<u8>, cert_pem: Vec<u8>, key_pem: Vec<u8>) -> io::Result<Self> {
-        let tls = ClusterTls { ca_pem, cert_pem, key_pem };
+        let tls = ClusterTls {
+            ca_pem,
+            cert_pem,
+            key_pem,
+        };
         tls.validate()?;
         Ok(tls)
     }
@@ -78,10 +83,17 @@ impl ClusterTls {
     fn validate(&self) -> io::Result<()> {
         let invalid = |side: &str, e: tonic::transport::Error| {
             // tonic's Display is terse ("transport error"); the source names the actual PEM problem.
-            let detail = std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default();
-            io::Error::new(io::ErrorKind::InvalidData, format!("cluster TLS material rejected ({side}): {e}: {detail}"))
+            let detail = std::error::Error::source(&e)
+                .map(|s| s.to_string())
+                .unwrap_or_default();
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("cluster TLS material rejected ({side}): {e}: {detail}"),
+            )
         };
-        Server::builder().tls_config(self.server_config()).map_err(|e| invalid("server", e))?;
+        Server::builder()
+            .tls_config(self.server_config())
+            .map_err(|e| invalid("server", e))?;
         Endpoint::from_static("https://localhost")
             .tls_config(self.client_config("localhost"))
             .map_err(|e| invalid("client", e))?;
@@ -96,7 +108,11 @@ impl ClusterTls {
 /// against IP SANs and deployments address nodes by IP behind a private network.
 pub fn tls_domain(cluster_addr: &str) -> String {
     let host = host_of(cluster_addr);
-    if host.parse::<std::net::IpAddr>().is_ok() { "localhost".to_string() } else { host.to_string() }
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        "localhost".to_string()
+    } else {
+        host.to_string()
+    }
 }
 
 /// `host` of `host:port`, `[v6]:port`, `v6` or `host`.
@@ -127,20 +143,31 @@ mod tests {
     #[test]
     fn domain_of_name_is_the_name() {
         assert_eq!(tls_domain("node-2:7100"), "node-2");
-        assert_eq!(tls_domain("node-2.cluster.internal:7100"), "node-2.cluster.internal");
+        assert_eq!(
+            tls_domain("node-2.cluster.internal:7100"),
+            "node-2.cluster.internal"
+        );
         assert_eq!(tls_domain("localhost"), "localhost");
     }
 
     #[test]
     fn garbage_pem_is_rejected_at_load() {
-        let err = ClusterTls::from_pem(b"nope".to_vec(), b"nope".to_vec(), b"nope".to_vec()).unwrap_err();
+        let err =
+            ClusterTls::from_pem(b"nope".to_vec(), b"nope".to_vec(), b"nope".to_vec()).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
     }
 
     #[test]
     fn debug_redacts_the_key() {
-        let tls = ClusterTls { ca_pem: vec![1], cert_pem: vec![2], key_pem: b"SECRET".to_vec() };
+        let tls = ClusterTls {
+            ca_pem: vec![1],
+            cert_pem: vec![2],
+            key_pem: b"SECRET".to_vec(),
+        };
         let shown = format!("{tls:?}");
-        assert!(!shown.contains("SECRET") && !shown.contains("83"), "{shown}");
+        assert!(
+            !shown.contains("SECRET") && !shown.contains("83"),
+            "{shown}"
+        );
     }
 }

@@ -12,9 +12,11 @@ use certplane_core::Outcome;
 use certplane_raft::types::{Entry, LogId, SnapshotMeta, StoredMembership, Vote};
 use certplane_raft::{SnapshotFile, TypeConfig};
 use futures::{Stream, TryStreamExt};
-use openraft::storage::{EntryResponder, IOFlushed, RaftLogStorage, RaftStateMachine};
 use openraft::alias::SnapshotOf;
-use openraft::{EntryPayload, LogState, OptionalSend, RaftLogReader, RaftSnapshotBuilder, Snapshot};
+use openraft::storage::{EntryResponder, IOFlushed, RaftLogStorage, RaftStateMachine};
+use openraft::{
+    EntryPayload, LogState, OptionalSend, RaftLogReader, RaftSnapshotBuilder, Snapshot,
+};
 use serde::{Deserialize, Serialize};
 
 #[derive(Default)]
@@ -42,7 +44,12 @@ impl RaftLogReader<TypeConfig> for MemLog {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, io::Error> {
-        Ok(self.lock().entries.range(range).map(|(_, e)| e.clone()).collect())
+        Ok(self
+            .lock()
+            .entries
+            .range(range)
+            .map(|(_, e)| e.clone())
+            .collect())
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
@@ -55,8 +62,16 @@ impl RaftLogStorage<TypeConfig> for MemLog {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
         let inner = self.lock();
-        let last = inner.entries.values().next_back().map(|e| e.log_id).or(inner.last_purged);
-        Ok(LogState { last_purged_log_id: inner.last_purged, last_log_id: last })
+        let last = inner
+            .entries
+            .values()
+            .next_back()
+            .map(|e| e.log_id)
+            .or(inner.last_purged);
+        Ok(LogState {
+            last_purged_log_id: inner.last_purged,
+            last_log_id: last,
+        })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -77,7 +92,11 @@ impl RaftLogStorage<TypeConfig> for MemLog {
         Ok(self.lock().committed)
     }
 
-    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> Result<(), io::Error>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: IOFlushed<TypeConfig>,
+    ) -> Result<(), io::Error>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -128,7 +147,10 @@ pub struct FileSm {
 impl FileSm {
     pub fn new(snapshot_dir: PathBuf, ballast_bytes: usize) -> Self {
         std::fs::create_dir_all(&snapshot_dir).unwrap();
-        let data = SmData { ballast: "x".repeat(ballast_bytes), ..Default::default() };
+        let data = SmData {
+            ballast: "x".repeat(ballast_bytes),
+            ..Default::default()
+        };
         FileSm {
             data: Arc::new(Mutex::new(data)),
             snapshot_dir,
@@ -155,9 +177,15 @@ impl RaftSnapshotBuilder<TypeConfig> for FileSm {
         let data = self.data.lock().unwrap().clone();
         let path = self.next_path();
         std::fs::write(&path, serde_json::to_vec(&data)?)?;
-        let meta = SnapshotMeta { last_log_id: data.last_applied, last_membership: data.membership.clone() };
+        let meta = SnapshotMeta {
+            last_log_id: data.last_applied,
+            last_membership: data.membership.clone(),
+        };
         *self.current.lock().unwrap() = Some((meta.clone(), path.clone()));
-        Ok(Snapshot { meta, snapshot: SnapshotFile { path } })
+        Ok(Snapshot {
+            meta,
+            snapshot: SnapshotFile { path },
+        })
     }
 }
 
@@ -171,7 +199,9 @@ impl RaftStateMachine<TypeConfig> for FileSm {
     }
 
     async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
-    where Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend {
+    where
+        Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
+    {
         while let Some((entry, responder)) = entries.try_next().await? {
             let outcome = {
                 let mut data = self.data.lock().unwrap();
@@ -179,9 +209,14 @@ impl RaftStateMachine<TypeConfig> for FileSm {
                 match entry.payload {
                     EntryPayload::Blank => {}
                     EntryPayload::Normal(_) => data.writes += 1,
-                    EntryPayload::Membership(m) => data.membership = StoredMembership::new(Some(entry.log_id), m),
+                    EntryPayload::Membership(m) => {
+                        data.membership = StoredMembership::new(Some(entry.log_id), m)
+                    }
                 }
-                Outcome { index: entry.log_id.index, ..Default::default() }
+                Outcome {
+                    index: entry.log_id.index,
+                    ..Default::default()
+                }
             };
             if let Some(responder) = responder {
                 responder.send(outcome);
@@ -195,7 +230,11 @@ impl RaftStateMachine<TypeConfig> for FileSm {
     }
 
     /// Follows the contract of `grpc.rs`: the received file is moved out of the incoming directory.
-    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: SnapshotFile) -> Result<(), io::Error> {
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: SnapshotFile,
+    ) -> Result<(), io::Error> {
         let path = self.next_path();
         std::fs::rename(&snapshot.path, &path)?;
         let data: SmData = serde_json::from_slice(&std::fs::read(&path)?)?;
@@ -204,12 +243,17 @@ impl RaftStateMachine<TypeConfig> for FileSm {
         Ok(())
     }
 
-    async fn get_current_snapshot(&mut self) -> Result<Option<SnapshotOf<TypeConfig, SnapshotFile>>, io::Error> {
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<SnapshotOf<TypeConfig, SnapshotFile>>, io::Error> {
         Ok(self
             .current
             .lock()
             .unwrap()
             .as_ref()
-            .map(|(meta, path)| Snapshot { meta: meta.clone(), snapshot: SnapshotFile { path: path.clone() } }))
+            .map(|(meta, path)| Snapshot {
+                meta: meta.clone(),
+                snapshot: SnapshotFile { path: path.clone() },
+            }))
     }
 }

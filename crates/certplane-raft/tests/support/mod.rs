@@ -33,19 +33,32 @@ impl TestPki {
     pub fn new() -> Self {
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params.distinguished_name.push(rcgen::DnType::CommonName, "certplane test cluster CA");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "certplane test cluster CA");
         let key = rcgen::KeyPair::generate().unwrap();
         let ca_pem = params.self_signed(&key).unwrap().pem();
-        TestPki { ca_pem, issuer: rcgen::Issuer::new(params, key) }
+        TestPki {
+            ca_pem,
+            issuer: rcgen::Issuer::new(params, key),
+        }
     }
 
     pub fn node_tls(&self, id: NodeId) -> ClusterTls {
-        let names = vec!["localhost".to_string(), format!("node-{id}"), "127.0.0.1".to_string()];
+        let names = vec![
+            "localhost".to_string(),
+            format!("node-{id}"),
+            "127.0.0.1".to_string(),
+        ];
         let params = rcgen::CertificateParams::new(names).unwrap();
         let key = rcgen::KeyPair::generate().unwrap();
         let cert = params.signed_by(&key, &self.issuer).unwrap();
-        ClusterTls::from_pem(self.ca_pem.clone().into_bytes(), cert.pem().into_bytes(), key.serialize_pem().into_bytes())
-            .unwrap()
+        ClusterTls::from_pem(
+            self.ca_pem.clone().into_bytes(),
+            cert.pem().into_bytes(),
+            key.serialize_pem().into_bytes(),
+        )
+        .unwrap()
     }
 }
 
@@ -81,14 +94,24 @@ pub struct TestNode {
 
 impl TestNode {
     /// Starts a node with its data under `dir`. `ballast` pads the state machine (and so snapshots).
-    pub async fn start(id: NodeId, dir: &Path, tls: Option<ClusterTls>, ballast: usize) -> TestNode {
+    pub async fn start(
+        id: NodeId,
+        dir: &Path,
+        tls: Option<ClusterTls>,
+        ballast: usize,
+    ) -> TestNode {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr: SocketAddr = listener.local_addr().unwrap();
-        let info = NodeInfo { cluster_addr: addr.to_string(), api_addr: format!("http://127.0.0.1:{}", 20000 + id) };
+        let info = NodeInfo {
+            cluster_addr: addr.to_string(),
+            api_addr: format!("http://127.0.0.1:{}", 20000 + id),
+        };
         let channels = PeerChannels::new(tls.clone());
         let sm = FileSm::new(dir.join(format!("n{id}/snapshots")), ballast);
         let network = NetworkFactory::new(id, channels.clone());
-        let raft = Raft::new(id, raft_config(), network, MemLog::default(), sm.clone()).await.unwrap();
+        let raft = Raft::new(id, raft_config(), network, MemLog::default(), sm.clone())
+            .await
+            .unwrap();
         let incoming_dir = dir.join(format!("n{id}/incoming"));
         let service = RaftGrpcService::new(raft.clone(), &incoming_dir).unwrap();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
@@ -100,7 +123,16 @@ impl TestNode {
             .unwrap();
         });
         let forwarder = Forwarder::new(raft.clone(), id, channels);
-        TestNode { id, info, raft, sm, forwarder, incoming_dir, stop_server: Some(stop_tx), server: Some(server) }
+        TestNode {
+            id,
+            info,
+            raft,
+            sm,
+            forwarder,
+            incoming_dir,
+            stop_server: Some(stop_tx),
+            server: Some(server),
+        }
     }
 
     /// Stops the gRPC server and Raft: the node looks dead to its peers.
@@ -134,7 +166,12 @@ impl TestNode {
 }
 
 /// Starts `ids` and initialises a cluster with the first one as its only voter.
-pub async fn start_nodes(ids: &[NodeId], dir: &Path, pki: Option<&TestPki>, ballast: usize) -> BTreeMap<NodeId, TestNode> {
+pub async fn start_nodes(
+    ids: &[NodeId],
+    dir: &Path,
+    pki: Option<&TestPki>,
+    ballast: usize,
+) -> BTreeMap<NodeId, TestNode> {
     let mut nodes = BTreeMap::new();
     for &id in ids {
         let tls = pki.map(|p| p.node_tls(id));
@@ -144,6 +181,10 @@ pub async fn start_nodes(ids: &[NodeId], dir: &Path, pki: Option<&TestPki>, ball
 }
 
 pub fn noop_proposal(n: i64, key: Option<&str>) -> Proposal {
-    Proposal::new(Timestamp::from_millis(1_700_000_000_000 + n), Principal::bootstrap(), Command::Noop)
-        .with_idempotency(key.map(str::to_string), None)
+    Proposal::new(
+        Timestamp::from_millis(1_700_000_000_000 + n),
+        Principal::bootstrap(),
+        Command::Noop,
+    )
+    .with_idempotency(key.map(str::to_string), None)
 }
