@@ -15,7 +15,12 @@ use serde_json::json;
 async fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let args: Vec<String> = std::env::args().collect();
-    let trials: usize = args.iter().position(|a| a == "--trials").and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(20);
+    let trials: usize = args
+        .iter()
+        .position(|a| a == "--trials")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
     let ca = certplane_pki::testing::TestCa::new();
     let now = certplane_pki::testing::now_ms();
     let mut cluster = Cluster::start(3).await;
@@ -23,11 +28,23 @@ async fn main() {
 
     // Baseline: steady-state write latency through a follower.
     let leader = cluster.leader(None).await;
-    let follower = cluster.nodes.iter().find(|n| n.id != leader).map(|n| n.api.clone()).unwrap_or_default();
+    let follower = cluster
+        .nodes
+        .iter()
+        .find(|n| n.id != leader)
+        .map(|n| n.api.clone())
+        .unwrap_or_default();
     let mut steady = Vec::new();
     for _ in 0..200 {
         seq += 1;
-        if let Ok(d) = cluster.import(&follower, &import_body(&ca, now, seq, "steady"), &format!("s-{seq}")).await {
+        if let Ok(d) = cluster
+            .import(
+                &follower,
+                &import_body(&ca, now, seq, "steady"),
+                &format!("s-{seq}"),
+            )
+            .await
+        {
             steady.push(d);
         }
     }
@@ -38,21 +55,36 @@ async fn main() {
     let mut failover = Vec::new();
     for trial in 0..trials {
         let leader = cluster.leader(None).await;
-        let survivor = cluster.nodes.iter().find(|n| n.id != leader).map(|n| n.api.clone()).unwrap_or_default();
+        let survivor = cluster
+            .nodes
+            .iter()
+            .find(|n| n.id != leader)
+            .map(|n| n.api.clone())
+            .unwrap_or_default();
         cluster.node(leader).kill();
         let killed_at = Instant::now();
         loop {
             seq += 1;
             let body = import_body(&ca, now, seq, "failover");
-            if cluster.import(&survivor, &body, &format!("f-{seq}")).await.is_ok() {
+            if cluster
+                .import(&survivor, &body, &format!("f-{seq}"))
+                .await
+                .is_ok()
+            {
                 break;
             }
-            assert!(killed_at.elapsed() < Duration::from_secs(30), "no write acknowledged after killing the leader");
+            assert!(
+                killed_at.elapsed() < Duration::from_secs(30),
+                "no write acknowledged after killing the leader"
+            );
         }
         failover.push(killed_at.elapsed());
         cluster.node(leader).start();
         cluster.converge().await;
-        eprintln!("trial {trial}: first acknowledged write {:.0} ms after SIGKILL", ms(failover[failover.len() - 1]));
+        eprintln!(
+            "trial {trial}: first acknowledged write {:.0} ms after SIGKILL",
+            ms(failover[failover.len() - 1])
+        );
     }
     failover.sort();
 
@@ -61,8 +93,18 @@ async fn main() {
     let mut gaps = Vec::new();
     for _ in 0..10 {
         let leader = cluster.leader(None).await;
-        let writer_api = cluster.nodes.iter().find(|n| n.id != leader).map(|n| n.api.clone()).unwrap_or_default();
-        let leader_api = cluster.nodes.iter().find(|n| n.id == leader).map(|n| n.api.clone()).unwrap_or_default();
+        let writer_api = cluster
+            .nodes
+            .iter()
+            .find(|n| n.id != leader)
+            .map(|n| n.api.clone())
+            .unwrap_or_default();
+        let leader_api = cluster
+            .nodes
+            .iter()
+            .find(|n| n.id == leader)
+            .map(|n| n.api.clone())
+            .unwrap_or_default();
         let mut last_ack = Instant::now();
         let mut max_gap = Duration::ZERO;
         let mut transferred_at = None;
@@ -76,11 +118,22 @@ async fn main() {
                     .json(&json!({}))
                     .send()
                     .await;
-                assert!(matches!(r, Ok(ref r) if r.status().is_success()), "transfer-leader failed");
+                assert!(
+                    matches!(r, Ok(ref r) if r.status().is_success()),
+                    "transfer-leader failed"
+                );
                 transferred_at = Some(Instant::now());
             }
             seq += 1;
-            if cluster.import(&writer_api, &import_body(&ca, now, seq, "planned"), &format!("p-{seq}")).await.is_ok() {
+            if cluster
+                .import(
+                    &writer_api,
+                    &import_body(&ca, now, seq, "planned"),
+                    &format!("p-{seq}"),
+                )
+                .await
+                .is_ok()
+            {
                 if transferred_at.is_some() {
                     max_gap = max_gap.max(last_ack.elapsed());
                 }

@@ -60,14 +60,24 @@ async fn run(cluster: &Cluster, bodies: Arc<Vec<Value>>, clients: usize, tag: &s
     }
     let elapsed = started.elapsed();
     lat.sort();
-    Run { clients, throughput: lat.len() as f64 / elapsed.as_secs_f64(), p50: percentile(&lat, 0.5), p99: percentile(&lat, 0.99) }
+    Run {
+        clients,
+        throughput: lat.len() as f64 / elapsed.as_secs_f64(),
+        p50: percentile(&lat, 0.5),
+        p99: percentile(&lat, 0.99),
+    }
 }
 
 #[tokio::main]
 async fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let args: Vec<String> = std::env::args().collect();
-    let imports: usize = args.iter().position(|a| a == "--imports").and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(2000);
+    let imports: usize = args
+        .iter()
+        .position(|a| a == "--imports")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000);
     let ca = certplane_pki::testing::TestCa::new();
     let now = certplane_pki::testing::now_ms();
     let mut report = String::new();
@@ -78,17 +88,31 @@ async fn main() {
         let cluster = Cluster::start(nodes).await;
         for (k, clients) in [1usize, 16, 64].into_iter().enumerate() {
             let tag = format!("n{nodes}c{clients}");
-            let bodies: Arc<Vec<Value>> = Arc::new((0..imports).map(|i| import_body(&ca, now, i, &tag)).collect());
+            let bodies: Arc<Vec<Value>> = Arc::new(
+                (0..imports)
+                    .map(|i| import_body(&ca, now, i, &tag))
+                    .collect(),
+            );
             let r = run(&cluster, bodies, clients, &tag).await;
             if nodes == 1 {
                 baseline.push(r.throughput);
             }
             let ratio = r.throughput / baseline.get(k).copied().unwrap_or(r.throughput);
-            let line = format!("| {nodes} | {} | {:.0} | {:.1} | {:.1} | {:.2} |\n", r.clients, r.throughput, ms(r.p50), ms(r.p99), ratio);
+            let line = format!(
+                "| {nodes} | {} | {:.0} | {:.1} | {:.1} | {:.2} |\n",
+                r.clients,
+                r.throughput,
+                ms(r.p50),
+                ms(r.p99),
+                ratio
+            );
             print!("{line}");
             report.push_str(&line);
         }
     }
     println!("{report}");
-    common::write_report(std::path::Path::new("target/bench-import-throughput.md"), &report);
+    common::write_report(
+        std::path::Path::new("target/bench-import-throughput.md"),
+        &report,
+    );
 }

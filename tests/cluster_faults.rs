@@ -9,13 +9,48 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use support::{wait_for, Certs, TestCluster};
 
-/// Import `count` certificates through `via`; returns the ids of the acknowledged ones.
-async fn import_many(cluster: &TestCluster, certs: &Certs, via: u64, prefix: &str, count: usize) -> Vec<String> {
+/// Import `count` certificates through `via`, as a careful client would: each with an Idempotency-Key,
+/// retried on 503 (a leader change in progress) for up to 20 s. Returns the acknowledged ids.
+async fn import_many(
+    cluster: &TestCluster,
+    certs: &Certs,
+    via: u64,
+    prefix: &str,
+    count: usize,
+) -> Vec<String> {
     let mut ids = Vec::new();
     for i in 0..count {
-        let body = certs.import_body(&format!("{prefix}-{i}.example.com"), 30 + i as i64, "team-a", "web/prod");
-        let (status, v) = cluster.post(via, "/v1/certificates/import", &body).await;
-        assert!(status == 201 || status == 200, "import through node {via}: {status} {v}");
+        let body = certs.import_body(
+            &format!("{prefix}-{i}.example.com"),
+            30 + i as i64,
+            "team-a",
+            "web/prod",
+        );
+        let key = format!("{prefix}-{i}");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        let v = loop {
+            tick.tick().await;
+            let resp = cluster
+                .http
+                .post(format!(
+                    "{}/v1/certificates/import",
+                    cluster.node(via).url()
+                ))
+                .bearer_auth(&cluster.token)
+                .header("idempotency-key", &key)
+                .json(&body)
+                .send()
+                .await
+                .expect("request");
+            let status = resp.status().as_u16();
+            let v: Value = resp.json().await.unwrap_or(Value::Null);
+            match status {
+                200 | 201 => break v,
+                503 if tokio::time::Instant::now() < deadline => continue,
+                _ => panic!("import through node {via}: {status} {v}"),
+            }
+        };
         ids.push(v["id"].as_str().expect("id").to_string());
     }
     ids
@@ -24,8 +59,14 @@ async fn import_many(cluster: &TestCluster, certs: &Certs, via: u64, prefix: &st
 async fn assert_readable_everywhere(cluster: &TestCluster, ids: &[String]) {
     for n in cluster.running() {
         for id in ids {
-            let (status, v) = cluster.get(n.id, &format!("/v1/certificates/{id}?consistency=stale")).await;
-            assert_eq!(status, 200, "node {} lost acknowledged certificate {id}: {v}", n.id);
+            let (status, v) = cluster
+                .get(n.id, &format!("/v1/certificates/{id}?consistency=stale"))
+                .await;
+            assert_eq!(
+                status, 200,
+                "node {} lost acknowledged certificate {id}: {v}",
+                n.id
+            );
         }
     }
 }
@@ -47,7 +88,10 @@ async fn partitioned_follower_catches_up_after_heal() {
     acked.extend(import_many(&cluster, &certs, leader, "during", 20).await);
     // The isolated follower cannot confirm a read index: linearizable reads there must not answer.
     let (status, _) = cluster.get(follower, "/v1/certificates?limit=1").await;
-    assert_eq!(status, 503, "a partitioned follower must refuse linearizable reads");
+    assert_eq!(
+        status, 503,
+        "a partitioned follower must refuse linearizable reads"
+    );
 
     cluster.heal(follower);
     acked.extend(import_many(&cluster, &certs, follower, "after", 5).await);
@@ -72,7 +116,9 @@ async fn partitioned_leader_is_replaced_and_loses_no_acknowledged_write() {
 
     // A write sent to the isolated old leader cannot be acknowledged without a quorum.
     let body = certs.import_body("orphan.example.com", 10, "team-a", "web");
-    let (status, v) = cluster.post(old_leader, "/v1/certificates/import", &body).await;
+    let (status, v) = cluster
+        .post(old_leader, "/v1/certificates/import", &body)
+        .await;
     assert_eq!(status, 503, "the minority side acknowledged a write: {v}");
     assert_eq!(v["error"]["code"], "unavailable");
 
@@ -128,10 +174,14 @@ async fn node_added_after_compaction_catches_up_by_snapshot() {
     let leader = cluster.leader().await;
     let acked = import_many(&cluster, &certs, leader, "old", 100).await;
     // Wait until the leader has compacted its log past the start.
-    wait_for("log compaction on the leader", Duration::from_secs(30), || async {
-        let status = cluster.node(leader).handle.as_ref()?.node.status();
-        (status.purged_index? > 40).then_some(())
-    })
+    wait_for(
+        "log compaction on the leader",
+        Duration::from_secs(30),
+        || async {
+            let status = cluster.node(leader).handle.as_ref()?.node.status();
+            (status.purged_index? > 40).then_some(())
+        },
+    )
     .await;
 
     let new_id = cluster.add_unstarted_node(|_| {}).await;
@@ -139,11 +189,24 @@ async fn node_added_after_compaction_catches_up_by_snapshot() {
     let body = json!({ "id": new_id, "cluster_addr": new_node.cluster_addr.to_string(), "api_addr": new_node.url() });
     let (status, v) = cluster.post(1, "/v1/sys/cluster/members", &body).await;
     assert_eq!(status, 200, "add member: {v}");
-    assert!(v["members"].as_array().expect("members").iter().any(|m| m["id"] == new_id && m["voter"] == true));
+    assert!(v["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .any(|m| m["id"] == new_id && m["voter"] == true));
 
     cluster.wait_converged().await;
-    let status = cluster.node(new_id).handle.as_ref().expect("running").node.status();
-    assert!(status.snapshot_index.is_some(), "the new node must have installed a snapshot: {status:?}");
+    let status = cluster
+        .node(new_id)
+        .handle
+        .as_ref()
+        .expect("running")
+        .node
+        .status();
+    assert!(
+        status.snapshot_index.is_some(),
+        "the new node must have installed a snapshot: {status:?}"
+    );
     assert_readable_everywhere(&cluster, &acked).await;
     assert_eq!(active_count(&cluster, new_id).await, 100);
     cluster.shutdown().await;
@@ -158,7 +221,10 @@ async fn full_restart_keeps_everything() {
     let retired = &acked[0];
     let resp = cluster
         .http
-        .delete(format!("{}/v1/certificates/{retired}", cluster.node(leader).url()))
+        .delete(format!(
+            "{}/v1/certificates/{retired}",
+            cluster.node(leader).url()
+        ))
         .bearer_auth(&cluster.token)
         .send()
         .await
@@ -174,7 +240,10 @@ async fn full_restart_keeps_everything() {
     }
     cluster.leader().await;
     let (_, digest_after) = cluster.wait_converged().await;
-    assert_eq!(digest_before, digest_after, "a restart must not change the state");
+    assert_eq!(
+        digest_before, digest_after,
+        "a restart must not change the state"
+    );
     assert_readable_everywhere(&cluster, &acked).await;
     let (_, v) = cluster.get(2, &format!("/v1/certificates/{retired}")).await;
     assert_eq!(v["status"], "retired");
@@ -205,17 +274,33 @@ async fn snapshot_restore_into_a_new_cluster_reproduces_the_inventory() {
     std::fs::write(&snapshot, resp.bytes().await.expect("body")).expect("write snapshot");
     let (old_list, old_token) = {
         let (_, v) = cluster.get(1, "/v1/certificates?limit=1000").await;
-        (v["items"].as_array().expect("items").iter().map(|c| c["id"].as_str().unwrap_or("").to_string()).collect::<BTreeSet<_>>(), cluster.token.clone())
+        (
+            v["items"]
+                .as_array()
+                .expect("items")
+                .iter()
+                .map(|c| c["id"].as_str().unwrap_or("").to_string())
+                .collect::<BTreeSet<_>>(),
+            cluster.token.clone(),
+        )
     };
     cluster.shutdown().await;
 
     let restored = TestCluster::start_restored(&snapshot, 3, &old_token).await;
     restored.leader().await;
     let (_, new_digest) = restored.wait_converged().await;
-    assert_eq!(new_digest, digest, "the restored cluster starts from the saved state");
+    assert_eq!(
+        new_digest, digest,
+        "the restored cluster starts from the saved state"
+    );
     let (status, v) = restored.get(3, "/v1/certificates?limit=1000").await;
     assert_eq!(status, 200, "{v}");
-    let new_list: BTreeSet<String> = v["items"].as_array().expect("items").iter().map(|c| c["id"].as_str().unwrap_or("").to_string()).collect();
+    let new_list: BTreeSet<String> = v["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|c| c["id"].as_str().unwrap_or("").to_string())
+        .collect();
     assert_eq!(new_list, old_list);
     assert_eq!(new_list.len(), acked.len());
     // The restored cluster takes writes and keeps its audit chain valid.

@@ -35,7 +35,11 @@ struct Proc {
 
 impl Proc {
     fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("log file");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
         let child = Command::new(BIN)
             .args(&self.args)
             .stdin(Stdio::null())
@@ -79,10 +83,26 @@ async fn get(http: &reqwest::Client, url: &str, token: &str) -> Option<Value> {
 }
 
 fn write_tls(dir: &Path) {
-    let out = Command::new(BIN).args(["tls", "init", "--nodes", "3", "--out"]).arg(dir).output().expect("tls init");
-    assert!(out.status.success(), "tls init: {}", String::from_utf8_lossy(&out.stderr));
-    let out = Command::new(BIN).args(["operator", "generate-kek", "--out"]).arg(dir.join("kek")).output().expect("kek");
-    assert!(out.status.success(), "generate-kek: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(BIN)
+        .args(["tls", "init", "--nodes", "3", "--out"])
+        .arg(dir)
+        .output()
+        .expect("tls init");
+    assert!(
+        out.status.success(),
+        "tls init: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new(BIN)
+        .args(["operator", "generate-kek", "--out"])
+        .arg(dir.join("kek"))
+        .output()
+        .expect("kek");
+    assert!(
+        out.status.success(),
+        "generate-kek: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -92,7 +112,12 @@ async fn leader_sigkill_under_load_loses_no_acknowledged_import() {
     let tls = dir.path().join("tls");
     write_tls(&tls);
     let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
-    let initial = ports.iter().enumerate().map(|(i, (_, c))| format!("{}=127.0.0.1:{c}", i + 1)).collect::<Vec<_>>().join(",");
+    let initial = ports
+        .iter()
+        .enumerate()
+        .map(|(i, (_, c))| format!("{}=127.0.0.1:{c}", i + 1))
+        .collect::<Vec<_>>()
+        .join(",");
     let mut procs: Vec<Proc> = ports
         .iter()
         .enumerate()
@@ -101,26 +126,49 @@ async fn leader_sigkill_under_load_loses_no_acknowledged_import() {
             let args = vec![
                 "server".to_string(),
                 format!("--node-id={id}"),
-                format!("--data-dir={}", dir.path().join(format!("node-{id}")).display()),
+                format!(
+                    "--data-dir={}",
+                    dir.path().join(format!("node-{id}")).display()
+                ),
                 format!("--api-addr=127.0.0.1:{api}"),
                 format!("--cluster-addr=127.0.0.1:{cluster}"),
                 format!("--initial-cluster={initial}"),
                 format!("--tls-ca={}", tls.join("ca.pem").display()),
-                format!("--tls-cert={}", tls.join(format!("node-{id}.pem")).display()),
-                format!("--tls-key={}", tls.join(format!("node-{id}-key.pem")).display()),
+                format!(
+                    "--tls-cert={}",
+                    tls.join(format!("node-{id}.pem")).display()
+                ),
+                format!(
+                    "--tls-key={}",
+                    tls.join(format!("node-{id}-key.pem")).display()
+                ),
                 format!("--kek-file={}", tls.join("kek").display()),
                 "--log=warn".to_string(),
             ];
-            Proc { id, api: format!("http://127.0.0.1:{api}"), args, child: None, log: dir.path().join(format!("node-{id}.log")) }
+            Proc {
+                id,
+                api: format!("http://127.0.0.1:{api}"),
+                args,
+                child: None,
+                log: dir.path().join(format!("node-{id}.log")),
+            }
         })
         .collect();
     for p in &mut procs {
         p.spawn();
     }
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("client");
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client");
 
     let token: String = wait_for("init through node 1", Duration::from_secs(60), || async {
-        let resp = http.post(format!("{}/v1/sys/init", procs[0].api)).json(&json!({})).send().await.ok()?;
+        let resp = http
+            .post(format!("{}/v1/sys/init", procs[0].api))
+            .json(&json!({}))
+            .send()
+            .await
+            .ok()?;
         if resp.status().as_u16() != 201 {
             return None;
         }
@@ -132,18 +180,37 @@ async fn leader_sigkill_under_load_loses_no_acknowledged_import() {
         get(&http, &format!("{}/v1/sys/cluster", procs[0].api), &token).await?["leader"].as_u64()
     })
     .await;
-    let followers: Vec<String> = procs.iter().filter(|p| p.id != leader).map(|p| p.api.clone()).collect();
+    let followers: Vec<String> = procs
+        .iter()
+        .filter(|p| p.id != leader)
+        .map(|p| p.api.clone())
+        .collect();
 
     // Prepare 1,000 distinct certificates up front so the load is pure API traffic.
     let certs = Certs::new();
-    let bodies: Vec<Value> = (0..IMPORTS).map(|i| certs.import_body(&format!("svc-{i}.mp.example.com"), 10 + (i % 300) as i64, "team-mp", "mp")).collect();
+    let bodies: Vec<Value> = (0..IMPORTS)
+        .map(|i| {
+            certs.import_body(
+                &format!("svc-{i}.mp.example.com"),
+                10 + (i % 300) as i64,
+                "team-mp",
+                "mp",
+            )
+        })
+        .collect();
     let bodies = Arc::new(bodies);
     let next = Arc::new(AtomicUsize::new(0));
     let done = Arc::new(AtomicUsize::new(0));
     let mut workers = Vec::new();
     for w in 0..CONCURRENCY {
-        let (bodies, next, done, http, token, followers) =
-            (bodies.clone(), next.clone(), done.clone(), http.clone(), token.clone(), followers.clone());
+        let (bodies, next, done, http, token, followers) = (
+            bodies.clone(),
+            next.clone(),
+            done.clone(),
+            http.clone(),
+            token.clone(),
+            followers.clone(),
+        );
         workers.push(tokio::spawn(async move {
             let mut acked: Vec<(usize, String)> = Vec::new();
             let mut failed = 0usize;
@@ -170,7 +237,9 @@ async fn leader_sigkill_under_load_loses_no_acknowledged_import() {
                             acked.push((i, v["id"].as_str().unwrap_or_default().to_string()));
                             break;
                         }
-                        Ok(r) if r.status().as_u16() != 503 => panic!("import {i} refused: {} {:?}", r.status(), r.text().await),
+                        Ok(r) if r.status().as_u16() != 503 => {
+                            panic!("import {i} refused: {} {:?}", r.status(), r.text().await)
+                        }
                         _ if tokio::time::Instant::now() > deadline => {
                             failed += 1;
                             break;
@@ -185,8 +254,16 @@ async fn leader_sigkill_under_load_loses_no_acknowledged_import() {
     }
 
     // SIGKILL the leader once about a third of the imports are through.
-    wait_for("a third of the imports", Duration::from_secs(120), || async { (done.load(Ordering::SeqCst) >= IMPORTS / 3).then_some(()) }).await;
-    let killed = procs.iter_mut().find(|p| p.id == leader).expect("leader process");
+    wait_for(
+        "a third of the imports",
+        Duration::from_secs(120),
+        || async { (done.load(Ordering::SeqCst) >= IMPORTS / 3).then_some(()) },
+    )
+    .await;
+    let killed = procs
+        .iter_mut()
+        .find(|p| p.id == leader)
+        .expect("leader process");
     killed.sigkill();
 
     let mut acked = BTreeMap::new();
@@ -196,9 +273,16 @@ async fn leader_sigkill_under_load_loses_no_acknowledged_import() {
         acked.extend(a);
         failed += f;
     }
-    eprintln!("acknowledged {} imports, {failed} not acknowledged within the retry budget", acked.len());
+    eprintln!(
+        "acknowledged {} imports, {failed} not acknowledged within the retry budget",
+        acked.len()
+    );
     assert_eq!(acked.len() + failed, IMPORTS);
-    assert!(acked.len() >= IMPORTS * 9 / 10, "too few imports acknowledged: {}", acked.len());
+    assert!(
+        acked.len() >= IMPORTS * 9 / 10,
+        "too few imports acknowledged: {}",
+        acked.len()
+    );
 
     // Every acknowledged import is readable (linearizably) from both survivors.
     for api in &followers {
@@ -209,27 +293,48 @@ async fn leader_sigkill_under_load_loses_no_acknowledged_import() {
     }
 
     // The killed node restarts and catches up; all three agree.
-    procs.iter_mut().find(|p| p.id == leader).expect("leader").spawn();
+    procs
+        .iter_mut()
+        .find(|p| p.id == leader)
+        .expect("leader")
+        .spawn();
     let apis: Vec<String> = procs.iter().map(|p| p.api.clone()).collect();
-    wait_for("three nodes with the same state", Duration::from_secs(60), || async {
-        let mut seen = Vec::new();
-        for api in &apis {
-            let r = get(&http, &format!("{api}/v1/sys/node"), &token).await?;
-            seen.push((r["node"]["applied_index"].as_u64()?, r["state_digest"].as_str()?.to_string(), r["audit_head"]["hash"].as_str()?.to_string()));
-        }
-        let first = seen[0].clone();
-        seen.iter().all(|s| *s == first).then_some(())
-    })
+    wait_for(
+        "three nodes with the same state",
+        Duration::from_secs(60),
+        || async {
+            let mut seen = Vec::new();
+            for api in &apis {
+                let r = get(&http, &format!("{api}/v1/sys/node"), &token).await?;
+                seen.push((
+                    r["node"]["applied_index"].as_u64()?,
+                    r["state_digest"].as_str()?.to_string(),
+                    r["audit_head"]["hash"].as_str()?.to_string(),
+                ));
+            }
+            let first = seen[0].clone();
+            seen.iter().all(|s| *s == first).then_some(())
+        },
+    )
     .await;
     let (_, report) = cli(&["cluster", "status"], &apis[0], &token);
-    assert_eq!(report["members"].as_array().map(Vec::len), Some(3), "{report}");
+    assert_eq!(
+        report["members"].as_array().map(Vec::len),
+        Some(3),
+        "{report}"
+    );
     for api in &apis {
         let (code, v) = cli(&["audit", "verify"], api, &token);
         assert_eq!(code, 0, "audit verify on {api}: {v}");
         assert_eq!(v["ok"], true);
-        let report = get(&http, &format!("{api}/v1/sys/node"), &token).await.expect("report");
+        let report = get(&http, &format!("{api}/v1/sys/node"), &token)
+            .await
+            .expect("report");
         let active = report["certificates_active"].as_u64().unwrap_or(0);
         // Imports that ran out of retry budget may still have committed; none may be missing.
-        assert!(active >= acked.len() as u64 && active <= IMPORTS as u64, "{api}: {active} active");
+        assert!(
+            active >= acked.len() as u64 && active <= IMPORTS as u64,
+            "{api}: {active} active"
+        );
     }
 }

@@ -11,7 +11,10 @@ use serde_json::{json, Value};
 pub const BIN: &str = env!("CARGO_BIN_EXE_certplane");
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
 }
 
 pub struct Node {
@@ -24,7 +27,11 @@ pub struct Node {
 
 impl Node {
     pub fn start(&mut self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log");
         self.child = Some(
             Command::new(BIN)
                 .args(&self.args)
@@ -66,10 +73,19 @@ impl Cluster {
     pub async fn start(n: usize) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let tls = dir.path().join("tls");
-        let out = Command::new(BIN).args(["tls", "init", "--nodes", &n.to_string(), "--out"]).arg(&tls).output().expect("tls");
+        let out = Command::new(BIN)
+            .args(["tls", "init", "--nodes", &n.to_string(), "--out"])
+            .arg(&tls)
+            .output()
+            .expect("tls");
         assert!(out.status.success());
         let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
-        let initial = ports.iter().enumerate().map(|(i, (_, c))| format!("{}=127.0.0.1:{c}", i + 1)).collect::<Vec<_>>().join(",");
+        let initial = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (_, c))| format!("{}=127.0.0.1:{c}", i + 1))
+            .collect::<Vec<_>>()
+            .join(",");
         let nodes = ports
             .iter()
             .enumerate()
@@ -81,13 +97,22 @@ impl Cluster {
                     args: vec![
                         "server".into(),
                         format!("--node-id={id}"),
-                        format!("--data-dir={}", dir.path().join(format!("node-{id}")).display()),
+                        format!(
+                            "--data-dir={}",
+                            dir.path().join(format!("node-{id}")).display()
+                        ),
                         format!("--api-addr=127.0.0.1:{api}"),
                         format!("--cluster-addr=127.0.0.1:{cluster}"),
                         format!("--initial-cluster={initial}"),
                         format!("--tls-ca={}", tls.join("ca.pem").display()),
-                        format!("--tls-cert={}", tls.join(format!("node-{id}.pem")).display()),
-                        format!("--tls-key={}", tls.join(format!("node-{id}-key.pem")).display()),
+                        format!(
+                            "--tls-cert={}",
+                            tls.join(format!("node-{id}.pem")).display()
+                        ),
+                        format!(
+                            "--tls-key={}",
+                            tls.join(format!("node-{id}-key.pem")).display()
+                        ),
                         "--log=error".into(),
                     ],
                     child: None,
@@ -95,13 +120,24 @@ impl Cluster {
                 }
             })
             .collect();
-        let mut cluster = Cluster { dir, nodes, token: String::new(), http: reqwest::Client::new() };
+        let mut cluster = Cluster {
+            dir,
+            nodes,
+            token: String::new(),
+            http: reqwest::Client::new(),
+        };
         for node in &mut cluster.nodes {
             node.start();
         }
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if let Ok(r) = cluster.http.post(format!("{}/v1/sys/init", cluster.nodes[0].api)).json(&json!({})).send().await {
+            if let Ok(r) = cluster
+                .http
+                .post(format!("{}/v1/sys/init", cluster.nodes[0].api))
+                .json(&json!({}))
+                .send()
+                .await
+            {
                 if r.status().as_u16() == 201 {
                     let v: Value = r.json().await.unwrap_or(Value::Null);
                     cluster.token = v["root_token"].as_str().unwrap_or_default().to_string();
@@ -116,7 +152,14 @@ impl Cluster {
     }
 
     pub async fn status(&self, node: &Node) -> Option<Value> {
-        let r = self.http.get(format!("{}/v1/sys/cluster", node.api)).bearer_auth(&self.token).timeout(Duration::from_millis(500)).send().await.ok()?;
+        let r = self
+            .http
+            .get(format!("{}/v1/sys/cluster", node.api))
+            .bearer_auth(&self.token)
+            .timeout(Duration::from_millis(500))
+            .send()
+            .await
+            .ok()?;
         r.json().await.ok()
     }
 
@@ -168,7 +211,11 @@ impl Cluster {
         loop {
             let mut applied = Vec::new();
             for n in self.nodes.iter().filter(|n| n.running()) {
-                applied.push(self.status(n).await.and_then(|v| v["applied_index"].as_u64()));
+                applied.push(
+                    self.status(n)
+                        .await
+                        .and_then(|v| v["applied_index"].as_u64()),
+                );
             }
             if applied.iter().all(|a| a.is_some() && *a == applied[0]) {
                 return;

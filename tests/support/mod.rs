@@ -79,11 +79,21 @@ impl TestCluster {
             cluster.boot(i as u64 + 1, api, c).await;
         }
         let first = cluster.node(1).url();
-        let body: Value = wait_for("cluster initialisation", Duration::from_secs(20), || async {
-            let resp = cluster.http.post(format!("{first}/v1/sys/init")).json(&json!({})).send().await.ok()?;
-            (resp.status().as_u16() == 201).then_some(())?;
-            resp.json().await.ok()
-        })
+        let body: Value = wait_for(
+            "cluster initialisation",
+            Duration::from_secs(20),
+            || async {
+                let resp = cluster
+                    .http
+                    .post(format!("{first}/v1/sys/init"))
+                    .json(&json!({}))
+                    .send()
+                    .await
+                    .ok()?;
+                (resp.status().as_u16() == 201).then_some(())?;
+                resp.json().await.ok()
+            },
+        )
         .await;
         cluster.token = body["root_token"].as_str().expect("root token").to_string();
         cluster
@@ -91,10 +101,17 @@ impl TestCluster {
 
     /// Start a new `n`-node cluster from a snapshot file, as `certplane operator restore` does.
     pub async fn start_restored(snapshot: &std::path::Path, n: usize, token: &str) -> TestCluster {
-        let (mut cluster, listeners) = Self::prepare(n, |c| c.initial_cluster = BTreeMap::new()).await;
-        let members: BTreeMap<u64, String> = cluster.nodes.iter().map(|n| (n.id, n.cluster_addr.to_string())).collect();
+        let (mut cluster, listeners) =
+            Self::prepare(n, |c| c.initial_cluster = BTreeMap::new()).await;
+        let members: BTreeMap<u64, String> = cluster
+            .nodes
+            .iter()
+            .map(|n| (n.id, n.cluster_addr.to_string()))
+            .collect();
         for node in &cluster.nodes {
-            certplane_raft::restore::restore_data_dir(snapshot, &node.config.data_dir, &members).await.expect("restore");
+            certplane_raft::restore::restore_data_dir(snapshot, &node.config.data_dir, &members)
+                .await
+                .expect("restore");
         }
         for (i, (api, c)) in listeners.into_iter().enumerate() {
             cluster.boot(i as u64 + 1, api, c).await;
@@ -103,13 +120,18 @@ impl TestCluster {
         cluster
     }
 
-    async fn prepare(n: usize, tune: impl Fn(&mut ServerConfig)) -> (TestCluster, Vec<(TcpListener, TcpListener)>) {
+    async fn prepare(
+        n: usize,
+        tune: impl Fn(&mut ServerConfig),
+    ) -> (TestCluster, Vec<(TcpListener, TcpListener)>) {
         install_crypto();
         let dir = tempfile::tempdir().expect("tempdir");
         let mut listeners = Vec::new();
         for _ in 0..n {
             let api = TcpListener::bind("127.0.0.1:0").await.expect("bind api");
-            let cluster = TcpListener::bind("127.0.0.1:0").await.expect("bind cluster");
+            let cluster = TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind cluster");
             listeners.push((api, cluster));
         }
         let initial: BTreeMap<u64, String> = listeners
@@ -122,7 +144,10 @@ impl TestCluster {
             nodes: Vec::new(),
             links: HashMap::new(),
             token: String::new(),
-            http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client"),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("client"),
         };
         for (i, (api, c)) in listeners.iter().enumerate() {
             let id = i as u64 + 1;
@@ -145,13 +170,21 @@ impl TestCluster {
                 log: "warn".into(),
             };
             tune(&mut config);
-            cluster.nodes.push(TestNode { id, api_addr: config.api_addr, cluster_addr: config.cluster_addr, config, handle: None });
+            cluster.nodes.push(TestNode {
+                id,
+                api_addr: config.api_addr,
+                cluster_addr: config.cluster_addr,
+                config,
+                handle: None,
+            });
         }
         for from in 1..=n as u64 {
             for to in 1..=n as u64 {
                 if from != to {
                     let target = cluster.node(to).cluster_addr;
-                    cluster.links.insert((from, to), LinkProxy::start(target).await);
+                    cluster
+                        .links
+                        .insert((from, to), LinkProxy::start(target).await);
                 }
             }
         }
@@ -169,13 +202,21 @@ impl TestCluster {
                 overrides.insert(other.cluster_addr.to_string(), link.addr.to_string());
             }
         }
-        PeerChannels::with_config(None, ChannelConfig { dial_overrides: overrides, ..ChannelConfig::default() })
+        PeerChannels::with_config(
+            None,
+            ChannelConfig {
+                dial_overrides: overrides,
+                ..ChannelConfig::default()
+            },
+        )
     }
 
     async fn boot(&mut self, id: u64, api: TcpListener, cluster: TcpListener) {
         let channels = self.channels_for(id);
         let config = self.node(id).config.clone();
-        let handle = start_node_with(&config, api, cluster, Some(channels)).await.expect("start node");
+        let handle = start_node_with(&config, api, cluster, Some(channels))
+            .await
+            .expect("start node");
         self.nodes[(id - 1) as usize].handle = Some(handle);
     }
 
@@ -191,7 +232,13 @@ impl TestCluster {
         config.cluster_addr = cluster.local_addr().expect("addr");
         config.initial_cluster = BTreeMap::new();
         tune(&mut config);
-        self.nodes.push(TestNode { id, api_addr: config.api_addr, cluster_addr: config.cluster_addr, config, handle: None });
+        self.nodes.push(TestNode {
+            id,
+            api_addr: config.api_addr,
+            cluster_addr: config.cluster_addr,
+            config,
+            handle: None,
+        });
         for other in 1..id {
             let to_new = LinkProxy::start(self.node(id).cluster_addr).await;
             self.links.insert((other, id), to_new);
@@ -215,7 +262,9 @@ impl TestCluster {
     pub async fn restart(&mut self, id: u64) {
         let (api_addr, cluster_addr) = (self.node(id).api_addr, self.node(id).cluster_addr);
         let api = TcpListener::bind(api_addr).await.expect("rebind api");
-        let cluster = TcpListener::bind(cluster_addr).await.expect("rebind cluster");
+        let cluster = TcpListener::bind(cluster_addr)
+            .await
+            .expect("rebind cluster");
         self.boot(id, api, cluster).await;
     }
 
@@ -241,7 +290,13 @@ impl TestCluster {
     }
 
     pub async fn get(&self, id: u64, path: &str) -> (u16, Value) {
-        let resp = self.http.get(format!("{}{path}", self.node(id).url())).bearer_auth(&self.token).send().await.expect("request");
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.node(id).url()))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .expect("request");
         let status = resp.status().as_u16();
         (status, resp.json().await.unwrap_or(Value::Null))
     }
@@ -261,7 +316,8 @@ impl TestCluster {
 
     /// The leader as seen by the running nodes that agree on one.
     pub async fn leader(&self) -> u64 {
-        self.leader_among(&self.running().map(|n| n.id).collect::<Vec<_>>()).await
+        self.leader_among(&self.running().map(|n| n.id).collect::<Vec<_>>())
+            .await
     }
 
     /// Wait until all `ids` report the same leader, which is one of them.
@@ -281,22 +337,28 @@ impl TestCluster {
     /// Wait until every running node has applied the same index and reports the same state digest
     /// and audit chain head; returns (applied index, digest).
     pub async fn wait_converged(&self) -> (u64, String) {
-        wait_for("all running nodes to converge", Duration::from_secs(30), || async {
-            let mut seen = Vec::new();
-            for n in self.running() {
-                let (status, report) = self.get(n.id, "/v1/sys/node").await;
-                if status != 200 {
-                    return None;
+        wait_for(
+            "all running nodes to converge",
+            Duration::from_secs(30),
+            || async {
+                let mut seen = Vec::new();
+                for n in self.running() {
+                    let (status, report) = self.get(n.id, "/v1/sys/node").await;
+                    if status != 200 {
+                        return None;
+                    }
+                    seen.push((
+                        report["node"]["applied_index"].as_u64()?,
+                        report["state_digest"].as_str()?.to_string(),
+                        report["audit_head"]["hash"].as_str()?.to_string(),
+                    ));
                 }
-                seen.push((
-                    report["node"]["applied_index"].as_u64()?,
-                    report["state_digest"].as_str()?.to_string(),
-                    report["audit_head"]["hash"].as_str()?.to_string(),
-                ));
-            }
-            let first = seen.first()?.clone();
-            seen.iter().all(|s| *s == first).then_some((first.0, first.1))
-        })
+                let first = seen.first()?.clone();
+                seen.iter()
+                    .all(|s| *s == first)
+                    .then_some((first.0, first.1))
+            },
+        )
         .await
     }
 
@@ -315,12 +377,20 @@ pub struct Certs {
 
 impl Certs {
     pub fn new() -> Self {
-        Certs { ca: certplane_pki::testing::TestCa::new(), now: certplane_pki::testing::now_ms() }
+        Certs {
+            ca: certplane_pki::testing::TestCa::new(),
+            now: certplane_pki::testing::now_ms(),
+        }
     }
 
     /// A chain for `cn` valid from yesterday for `days`.
     pub fn chain(&self, cn: &str, days: i64) -> (String, String) {
-        self.ca.issue_leaf(cn, &[cn], self.now - 86_400_000, self.now + days * 86_400_000)
+        self.ca.issue_leaf(
+            cn,
+            &[cn],
+            self.now - 86_400_000,
+            self.now + days * 86_400_000,
+        )
     }
 
     pub fn import_body(&self, cn: &str, days: i64, owner: &str, zone: &str) -> Value {

@@ -32,7 +32,9 @@ impl LinkProxy {
             let conns = conns.clone();
             tokio::spawn(async move {
                 loop {
-                    let Ok((mut inbound, _)) = listener.accept().await else { continue };
+                    let Ok((mut inbound, _)) = listener.accept().await else {
+                        continue;
+                    };
                     if cut.load(Ordering::SeqCst) {
                         drop(inbound);
                         continue;
@@ -41,7 +43,8 @@ impl LinkProxy {
                         if let Ok(mut outbound) = TcpStream::connect(target).await {
                             let _ = inbound.set_nodelay(true);
                             let _ = outbound.set_nodelay(true);
-                            let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                            let _ =
+                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
                         }
                     });
                     let mut list = conns.lock().expect("conns");
@@ -50,7 +53,13 @@ impl LinkProxy {
                 }
             })
         };
-        LinkProxy { addr, cut, generation, accept_task, conns }
+        LinkProxy {
+            addr,
+            cut,
+            generation,
+            accept_task,
+            conns,
+        }
     }
 
     /// Drop every open connection and refuse new ones.
@@ -70,7 +79,12 @@ impl LinkProxy {
 impl Drop for LinkProxy {
     fn drop(&mut self) {
         self.accept_task.abort();
-        for h in self.conns.lock().map(|mut l| l.drain(..).collect::<Vec<_>>()).unwrap_or_default() {
+        for h in self
+            .conns
+            .lock()
+            .map(|mut l| l.drain(..).collect::<Vec<_>>())
+            .unwrap_or_default()
+        {
             h.abort();
         }
     }

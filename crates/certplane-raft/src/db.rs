@@ -139,7 +139,9 @@ mod tests {
     fn missing_column_family_is_an_error_not_a_panic() {
         let dir = tempfile::tempdir().unwrap();
         let db = open_db(dir.path()).unwrap();
-        let Err(err) = cf(&db, "no_such_cf") else { panic!("a missing column family must be an error") };
+        let Err(err) = cf(&db, "no_such_cf") else {
+            panic!("a missing column family must be an error")
+        };
         assert_eq!(err.kind(), io::ErrorKind::NotFound);
         assert!(err.to_string().contains("no_such_cf"));
     }

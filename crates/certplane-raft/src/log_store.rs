@@ -219,7 +219,7 @@ impl RaftLogStorage<TypeConfig> for RocksLogStore {
         let last_purged_log_id: Option<LogId> = self.get_meta(META_LAST_PURGED)?;
         let last_log_id = match self.last_entry()? {
             Some(entry) => Some(entry.log_id()),
-            None => last_purged_log_id.clone(),
+            None => last_purged_log_id,
         };
         Ok(LogState {
             last_purged_log_id,
@@ -235,7 +235,7 @@ impl RaftLogStorage<TypeConfig> for RocksLogStore {
         // openraft requires the vote on disk before this returns. A synced write also syncs every
         // earlier WAL record. It blocks for an fsync, so it runs off the async workers.
         let db = Arc::clone(&self.db);
-        let vote = vote.clone();
+        let vote = *vote;
         tokio::task::spawn_blocking(move || put_meta(&db, META_VOTE, &vote, true))
             .await
             .map_err(|e| io::Error::other(format!("saving the vote: {e}")))?

@@ -12,8 +12,8 @@
 //! | `certplane_raft_log_fsync_seconds` | histogram | time of one log WAL sync |
 //! | `certplane_raft_snapshot_build_seconds` | histogram | time to build a snapshot |
 
-use openraft::ServerState;
 use openraft::async_runtime::WatchReceiver;
+use openraft::ServerState;
 use tokio::sync::watch;
 
 use crate::node::CertRaft;
@@ -25,8 +25,13 @@ pub fn spawn_raft_metrics(raft: CertRaft, mut stop: watch::Receiver<bool>) {
         loop {
             let m = rx.borrow_watched().clone();
             metrics::gauge!("certplane_raft_term").set(m.current_term as f64);
-            metrics::gauge!("certplane_raft_is_leader").set(if m.state == ServerState::Leader { 1.0 } else { 0.0 });
-            metrics::gauge!("certplane_raft_last_log_index").set(m.last_log_index.unwrap_or(0) as f64);
+            metrics::gauge!("certplane_raft_is_leader").set(if m.state == ServerState::Leader {
+                1.0
+            } else {
+                0.0
+            });
+            metrics::gauge!("certplane_raft_last_log_index")
+                .set(m.last_log_index.unwrap_or(0) as f64);
             metrics::gauge!("certplane_raft_applied_index")
                 .set(m.last_applied.as_ref().map(|l| l.index()).unwrap_or(0) as f64);
             if m.current_leader != last_leader {

@@ -14,10 +14,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use certplane_core::{Outcome, Proposal};
+use openraft::async_runtime::WatchReceiver;
 use openraft::{Config, ServerState, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
-use openraft::async_runtime::WatchReceiver;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -38,7 +38,10 @@ async fn open_db_retrying(dir: PathBuf) -> io::Result<Arc<rocksdb::DB>> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
         let path = dir.clone();
-        match tokio::task::spawn_blocking(move || open_db(&path)).await.map_err(io::Error::other)? {
+        match tokio::task::spawn_blocking(move || open_db(&path))
+            .await
+            .map_err(io::Error::other)?
+        {
             Ok(db) => return Ok(db),
             Err(e) if e.to_string().contains("lock") && tokio::time::Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -95,7 +98,9 @@ impl NodeOptions {
             enable_pre_vote: Some(true),
             ..Default::default()
         };
-        config.validate().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))
+        config
+            .validate()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))
     }
 }
 
@@ -142,7 +147,10 @@ pub struct RaftNode {
 
 impl RaftNode {
     /// Open storage under `opts.data_dir`, start openraft and serve gRPC on `cluster_listener`.
-    pub async fn start(opts: NodeOptions, cluster_listener: TcpListener) -> io::Result<Arc<RaftNode>> {
+    pub async fn start(
+        opts: NodeOptions,
+        cluster_listener: TcpListener,
+    ) -> io::Result<Arc<RaftNode>> {
         std::fs::create_dir_all(&opts.data_dir)?;
         let config = Arc::new(opts.raft_config()?);
         let db_dir = opts.data_dir.join("db");
@@ -154,7 +162,10 @@ impl RaftNode {
         let sm = tokio::task::spawn_blocking(move || StateMachineStore::open(sm_db, &snapshot_dir))
             .await
             .map_err(io::Error::other)??;
-        let channels = opts.channels.clone().unwrap_or_else(|| PeerChannels::new(opts.tls.clone()));
+        let channels = opts
+            .channels
+            .clone()
+            .unwrap_or_else(|| PeerChannels::new(opts.tls.clone()));
         let network = NetworkFactory::new(opts.id, channels.clone());
         let raft = openraft::Raft::new(opts.id, config, network, log.clone(), sm.clone())
             .await
@@ -193,13 +204,18 @@ impl RaftNode {
 
     /// Form a new cluster with `members` (static bootstrap). Harmless on a node that already has a
     /// membership: it answers `Ok(false)` then.
-    pub async fn bootstrap(&self, members: BTreeMap<NodeId, NodeInfo>) -> Result<bool, ForwardError> {
+    pub async fn bootstrap(
+        &self,
+        members: BTreeMap<NodeId, NodeInfo>,
+    ) -> Result<bool, ForwardError> {
         if self.is_initialized().await {
             return Ok(false);
         }
         match self.raft.initialize(members).await {
             Ok(()) => Ok(true),
-            Err(openraft::error::RaftError::APIError(openraft::error::InitializeError::NotAllowed(_))) => Ok(false),
+            Err(openraft::error::RaftError::APIError(
+                openraft::error::InitializeError::NotAllowed(_),
+            )) => Ok(false),
             Err(e) => Err(ForwardError::Raft(e.to_string())),
         }
     }
@@ -210,9 +226,15 @@ impl RaftNode {
 
     /// Replicate a proposal through the leader and return its outcome once applied.
     pub async fn write(&self, proposal: Proposal) -> Result<Outcome, ForwardError> {
-        match self.forwarder.submit(ForwardRequest::Write(proposal)).await? {
+        match self
+            .forwarder
+            .submit(ForwardRequest::Write(proposal))
+            .await?
+        {
             ForwardResponse::Written(outcome) => Ok(outcome),
-            other => Err(ForwardError::Raft(format!("unexpected answer to a write: {other:?}"))),
+            other => Err(ForwardError::Raft(format!(
+                "unexpected answer to a write: {other:?}"
+            ))),
         }
     }
 
@@ -221,9 +243,18 @@ impl RaftNode {
         self.forwarder.read_barrier().await
     }
 
-    pub async fn add_member(&self, id: NodeId, node: NodeInfo, voter: bool) -> Result<u64, ForwardError> {
+    pub async fn add_member(
+        &self,
+        id: NodeId,
+        node: NodeInfo,
+        voter: bool,
+    ) -> Result<u64, ForwardError> {
         let req = ForwardRequest::AddMember { id, node, voter };
-        match self.forwarder.submit_within(req, Duration::from_secs(60)).await? {
+        match self
+            .forwarder
+            .submit_within(req, Duration::from_secs(60))
+            .await?
+        {
             ForwardResponse::MembershipChanged { log_index } => Ok(log_index),
             other => Err(ForwardError::Raft(format!("unexpected answer: {other:?}"))),
         }
@@ -231,14 +262,22 @@ impl RaftNode {
 
     /// Update how this cluster reaches member `id` (e.g. record its API URL).
     pub async fn set_node_info(&self, node: NodeInfo) -> Result<u64, ForwardError> {
-        match self.forwarder.submit(ForwardRequest::SetNode { id: self.id, node }).await? {
+        match self
+            .forwarder
+            .submit(ForwardRequest::SetNode { id: self.id, node })
+            .await?
+        {
             ForwardResponse::MembershipChanged { log_index } => Ok(log_index),
             other => Err(ForwardError::Raft(format!("unexpected answer: {other:?}"))),
         }
     }
 
     pub async fn remove_member(&self, id: NodeId) -> Result<u64, ForwardError> {
-        match self.forwarder.submit_within(ForwardRequest::RemoveMember { id }, Duration::from_secs(30)).await? {
+        match self
+            .forwarder
+            .submit_within(ForwardRequest::RemoveMember { id }, Duration::from_secs(30))
+            .await?
+        {
             ForwardResponse::MembershipChanged { log_index } => Ok(log_index),
             other => Err(ForwardError::Raft(format!("unexpected answer: {other:?}"))),
         }
@@ -255,12 +294,20 @@ impl RaftNode {
                 .filter(|m| m.voter && Some(m.id) != status.leader)
                 .max_by_key(|m| (m.matched_index, std::cmp::Reverse(m.id)))
                 .map(|m| m.id)
-                .ok_or_else(|| ForwardError::BadRequest("there is no other voter to take over".into()))?,
+                .ok_or_else(|| {
+                    ForwardError::BadRequest("there is no other voter to take over".into())
+                })?,
         };
         if !status.members.iter().any(|m| m.id == target && m.voter) {
-            return Err(ForwardError::BadRequest(format!("node {target} is not a voter of this cluster")));
+            return Err(ForwardError::BadRequest(format!(
+                "node {target} is not a voter of this cluster"
+            )));
         }
-        match self.forwarder.submit(ForwardRequest::TransferLeader { to: target }).await? {
+        match self
+            .forwarder
+            .submit(ForwardRequest::TransferLeader { to: target })
+            .await?
+        {
             ForwardResponse::TransferStarted => Ok(target),
             other => Err(ForwardError::Raft(format!("unexpected answer: {other:?}"))),
         }
@@ -278,7 +325,11 @@ impl RaftNode {
         let members = membership
             .nodes()
             .map(|(id, info)| {
-                let matched = m.replication.as_ref().and_then(|r| r.get(id)).map(|l| l.as_ref().map(|l| l.index()));
+                let matched = m
+                    .replication
+                    .as_ref()
+                    .and_then(|r| r.get(id))
+                    .map(|l| l.as_ref().map(|l| l.index()));
                 let matched_index = matched.flatten();
                 let lag = matched.map(|mi| last.unwrap_or(0).saturating_sub(mi.unwrap_or(0)));
                 MemberStatus {
@@ -314,8 +365,13 @@ impl RaftNode {
     /// what it knows to be committed.
     pub fn is_ready(&self) -> bool {
         let m = self.raft.metrics().borrow_watched().clone();
-        let in_cluster = m.membership_config.membership().get_node(&self.id).is_some();
-        let caught_up = m.last_applied.as_ref().map(|l| l.index()) >= m.local_committed.as_ref().map(|l| l.index());
+        let in_cluster = m
+            .membership_config
+            .membership()
+            .get_node(&self.id)
+            .is_some();
+        let caught_up = m.last_applied.as_ref().map(|l| l.index())
+            >= m.local_committed.as_ref().map(|l| l.index());
         m.running_state.is_ok() && in_cluster && m.current_leader.is_some() && caught_up
     }
 
@@ -328,7 +384,10 @@ impl RaftNode {
         let task = self.grpc_task.lock().ok().and_then(|mut t| t.take());
         if let Some(mut task) = task {
             // Graceful shutdown waits for open streams (a leader's append stream never ends on its own).
-            if tokio::time::timeout(Duration::from_secs(2), &mut task).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(2), &mut task)
+                .await
+                .is_err()
+            {
                 task.abort();
                 let _ = task.await;
             }

@@ -29,33 +29,66 @@ pub struct RestoreReport {
 
 /// Prepare `data_dir` (which must not hold a node yet) as a member of a new cluster whose members
 /// are `members` (id -> cluster address), from `snapshot`.
-pub async fn restore_data_dir(snapshot: &Path, data_dir: &Path, members: &BTreeMap<NodeId, String>) -> io::Result<RestoreReport> {
+pub async fn restore_data_dir(
+    snapshot: &Path,
+    data_dir: &Path,
+    members: &BTreeMap<NodeId, String>,
+) -> io::Result<RestoreReport> {
     if data_dir.join("db").exists() {
         return Err(io::Error::new(
             io::ErrorKind::AlreadyExists,
-            format!("{} already holds a node; restore needs an empty data directory", data_dir.display()),
+            format!(
+                "{} already holds a node; restore needs an empty data directory",
+                data_dir.display()
+            ),
         ));
     }
     let Some(&first) = members.keys().next() else {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "the new cluster needs at least one member"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the new cluster needs at least one member",
+        ));
     };
     let (old, _) = verify_file(snapshot)?;
-    let index = old.meta.last_log_id.as_ref().map(|l| l.index()).unwrap_or(0);
+    let index = old
+        .meta
+        .last_log_id
+        .as_ref()
+        .map(|l| l.index())
+        .unwrap_or(0);
     // Term 0 sorts below every term the new cluster will elect, so no new leader's entries can be
     // confused with the restored position.
-    let log_id: LogId = LogId::new(<TypeConfig as RaftTypeConfig>::LeaderId::new_committed(0, first), index);
+    let log_id: LogId = LogId::new(
+        <TypeConfig as RaftTypeConfig>::LeaderId::new_committed(0, first),
+        index,
+    );
     let voters: BTreeSet<NodeId> = members.keys().copied().collect();
     let nodes: BTreeMap<NodeId, NodeInfo> = members
         .iter()
-        .map(|(id, addr)| (*id, NodeInfo { cluster_addr: addr.clone(), api_addr: String::new() }))
+        .map(|(id, addr)| {
+            (
+                *id,
+                NodeInfo {
+                    cluster_addr: addr.clone(),
+                    api_addr: String::new(),
+                },
+            )
+        })
         .collect();
     let membership = Membership::new(vec![voters], nodes)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
-    let meta = SnapshotMeta { last_log_id: Some(log_id), last_membership: StoredMembership::new(Some(log_id), membership) };
+    let meta = SnapshotMeta {
+        last_log_id: Some(log_id),
+        last_membership: StoredMembership::new(Some(log_id), membership),
+    };
 
     std::fs::create_dir_all(data_dir.join("snapshots"))?;
     let staged = data_dir.join("snapshots").join("restore-staging");
-    let header = SnapshotHeader { v: 1, meta, built_at_ms: old.built_at_ms };
+    let header = SnapshotHeader {
+        v: 1,
+        meta,
+        built_at_ms: old.built_at_ms,
+    };
     let mut writer = SnapshotWriter::create(&staged, &header)?;
     let mut reader = SnapshotReader::open(snapshot)?;
     while let Some((ks, key, value)) = reader.next_record()? {

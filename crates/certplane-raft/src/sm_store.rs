@@ -13,7 +13,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use certplane_core::store::KeyValue;
-use certplane_core::{apply, Applied, EntryContext, Keyspace, Outcome, StateRead, StateStore, StoreError};
+use certplane_core::{
+    apply, Applied, EntryContext, Keyspace, Outcome, StateRead, StateStore, StoreError,
+};
 use futures::{Stream, TryStreamExt};
 use openraft::entry::RaftEntry;
 use openraft::storage::{EntryResponder, RaftStateMachine};
@@ -37,14 +39,21 @@ const INSTALL_BATCH_BYTES: usize = 4 << 20;
 
 fn encode_meta<T: Serialize>(value: &T) -> io::Result<Vec<u8>> {
     let mut out = vec![1u8];
-    out.extend(serde_json::to_vec(value).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?);
+    out.extend(
+        serde_json::to_vec(value).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?,
+    );
     Ok(out)
 }
 
 fn decode_meta<T: DeserializeOwned>(bytes: &[u8]) -> io::Result<T> {
     match bytes.split_first() {
-        Some((1, body)) => serde_json::from_slice(body).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e)),
-        _ => Err(io::Error::new(io::ErrorKind::InvalidData, "unknown state machine metadata version")),
+        Some((1, body)) => {
+            serde_json::from_slice(body).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+        }
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "unknown state machine metadata version",
+        )),
     }
 }
 
@@ -52,18 +61,30 @@ fn store_err(e: rocksdb::Error) -> StoreError {
     StoreError::Io(e.to_string())
 }
 
-fn ks_handle<'a>(db: &'a DB, ks: Keyspace) -> Result<&'a rocksdb::ColumnFamily, StoreError> {
-    db.cf_handle(ks.name()).ok_or_else(|| StoreError::Io(format!("missing column family {}", ks.name())))
+fn ks_handle(db: &DB, ks: Keyspace) -> Result<&rocksdb::ColumnFamily, StoreError> {
+    db.cf_handle(ks.name())
+        .ok_or_else(|| StoreError::Io(format!("missing column family {}", ks.name())))
 }
 
-fn scan_db(db: &DB, ks: Keyspace, from: &[u8], to: &[u8], limit: usize, reverse: bool) -> Result<Vec<KeyValue>, StoreError> {
+fn scan_db(
+    db: &DB,
+    ks: Keyspace,
+    from: &[u8],
+    to: &[u8],
+    limit: usize,
+    reverse: bool,
+) -> Result<Vec<KeyValue>, StoreError> {
     let handle = ks_handle(db, ks)?;
     let mut opts = ReadOptions::default();
     opts.set_iterate_lower_bound(from.to_vec());
     if !to.is_empty() {
         opts.set_iterate_upper_bound(to.to_vec());
     }
-    let mode = if reverse { IteratorMode::End } else { IteratorMode::From(from, Direction::Forward) };
+    let mode = if reverse {
+        IteratorMode::End
+    } else {
+        IteratorMode::From(from, Direction::Forward)
+    };
     let mut out = Vec::new();
     for item in db.iterator_cf_opt(handle, opts, mode) {
         if out.len() >= limit {
@@ -83,14 +104,28 @@ pub struct StateView {
 
 impl StateRead for StateView {
     fn get(&self, ks: Keyspace, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.db.get_cf(ks_handle(&self.db, ks)?, key).map_err(store_err)
+        self.db
+            .get_cf(ks_handle(&self.db, ks)?, key)
+            .map_err(store_err)
     }
 
-    fn scan(&self, ks: Keyspace, from: &[u8], to: &[u8], limit: usize) -> Result<Vec<KeyValue>, StoreError> {
+    fn scan(
+        &self,
+        ks: Keyspace,
+        from: &[u8],
+        to: &[u8],
+        limit: usize,
+    ) -> Result<Vec<KeyValue>, StoreError> {
         scan_db(&self.db, ks, from, to, limit, false)
     }
 
-    fn scan_rev(&self, ks: Keyspace, from: &[u8], to: &[u8], limit: usize) -> Result<Vec<KeyValue>, StoreError> {
+    fn scan_rev(
+        &self,
+        ks: Keyspace,
+        from: &[u8],
+        to: &[u8],
+        limit: usize,
+    ) -> Result<Vec<KeyValue>, StoreError> {
         scan_db(&self.db, ks, from, to, limit, true)
     }
 }
@@ -102,7 +137,12 @@ struct BatchStore<'a> {
 }
 
 impl BatchStore<'_> {
-    fn overlay_range(&self, ks: Keyspace, from: &[u8], to: &[u8]) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+    fn overlay_range(
+        &self,
+        ks: Keyspace,
+        from: &[u8],
+        to: &[u8],
+    ) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
         self.overlay
             .range((ks, from.to_vec())..)
             .take_while(|((k_ks, k), _)| *k_ks == ks && (to.is_empty() || k.as_slice() < to))
@@ -110,18 +150,37 @@ impl BatchStore<'_> {
             .collect()
     }
 
-    fn merged(&self, ks: Keyspace, from: &[u8], to: &[u8], limit: usize, reverse: bool) -> Result<Vec<KeyValue>, StoreError> {
+    fn merged(
+        &self,
+        ks: Keyspace,
+        from: &[u8],
+        to: &[u8],
+        limit: usize,
+        reverse: bool,
+    ) -> Result<Vec<KeyValue>, StoreError> {
         let pending = self.overlay_range(ks, from, to);
         // Fetch enough from the DB that deletions in the overlay cannot leave the page short.
-        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> =
-            scan_db(self.db, ks, from, to, limit.saturating_add(pending.len()), reverse)?.into_iter().collect();
+        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = scan_db(
+            self.db,
+            ks,
+            from,
+            to,
+            limit.saturating_add(pending.len()),
+            reverse,
+        )?
+        .into_iter()
+        .collect();
         for (k, v) in pending {
             match v {
                 Some(v) => merged.insert(k, v),
                 None => merged.remove(&k),
             };
         }
-        Ok(if reverse { merged.into_iter().rev().take(limit).collect() } else { merged.into_iter().take(limit).collect() })
+        Ok(if reverse {
+            merged.into_iter().rev().take(limit).collect()
+        } else {
+            merged.into_iter().take(limit).collect()
+        })
     }
 
     fn into_write_batch(self) -> Result<WriteBatch, StoreError> {
@@ -142,21 +201,36 @@ impl StateRead for BatchStore<'_> {
         if let Some(v) = self.overlay.get(&(ks, key.to_vec())) {
             return Ok(v.clone());
         }
-        self.db.get_cf(ks_handle(self.db, ks)?, key).map_err(store_err)
+        self.db
+            .get_cf(ks_handle(self.db, ks)?, key)
+            .map_err(store_err)
     }
 
-    fn scan(&self, ks: Keyspace, from: &[u8], to: &[u8], limit: usize) -> Result<Vec<KeyValue>, StoreError> {
+    fn scan(
+        &self,
+        ks: Keyspace,
+        from: &[u8],
+        to: &[u8],
+        limit: usize,
+    ) -> Result<Vec<KeyValue>, StoreError> {
         self.merged(ks, from, to, limit, false)
     }
 
-    fn scan_rev(&self, ks: Keyspace, from: &[u8], to: &[u8], limit: usize) -> Result<Vec<KeyValue>, StoreError> {
+    fn scan_rev(
+        &self,
+        ks: Keyspace,
+        from: &[u8],
+        to: &[u8],
+        limit: usize,
+    ) -> Result<Vec<KeyValue>, StoreError> {
         self.merged(ks, from, to, limit, true)
     }
 }
 
 impl StateStore for BatchStore<'_> {
     fn put(&mut self, ks: Keyspace, key: &[u8], value: &[u8]) {
-        self.overlay.insert((ks, key.to_vec()), Some(value.to_vec()));
+        self.overlay
+            .insert((ks, key.to_vec()), Some(value.to_vec()));
     }
 
     fn delete(&mut self, ks: Keyspace, key: &[u8]) {
@@ -180,8 +254,15 @@ impl StateMachineStore {
         for ks in Keyspace::ALL {
             cf(&db, ks.name())?;
         }
-        let sm = StateMachineStore { db, snapshot_dir: snapshot_dir.to_path_buf() };
-        if let Some(bytes) = sm.db.get_cf(cf(&sm.db, CF_RAFT_META)?, KEY_INSTALLING).map_err(|e| io_error("read", e))? {
+        let sm = StateMachineStore {
+            db,
+            snapshot_dir: snapshot_dir.to_path_buf(),
+        };
+        if let Some(bytes) = sm
+            .db
+            .get_cf(cf(&sm.db, CF_RAFT_META)?, KEY_INSTALLING)
+            .map_err(|e| io_error("read", e))?
+        {
             let path: PathBuf = decode_meta(&bytes)?;
             tracing::warn!(path = %path.display(), "completing an interrupted snapshot install");
             sm.install_file(&path)?;
@@ -190,7 +271,9 @@ impl StateMachineStore {
     }
 
     pub fn view(&self) -> StateView {
-        StateView { db: self.db.clone() }
+        StateView {
+            db: self.db.clone(),
+        }
     }
 
     pub fn snapshot_dir(&self) -> &Path {
@@ -199,11 +282,20 @@ impl StateMachineStore {
 
     fn read_applied(&self) -> io::Result<(Option<LogId>, StoredMembership)> {
         let meta = cf(&self.db, CF_RAFT_META)?;
-        let last = self.db.get_cf(meta, KEY_LAST_APPLIED).map_err(|e| io_error("read", e))?;
-        let membership = self.db.get_cf(meta, KEY_LAST_MEMBERSHIP).map_err(|e| io_error("read", e))?;
+        let last = self
+            .db
+            .get_cf(meta, KEY_LAST_APPLIED)
+            .map_err(|e| io_error("read", e))?;
+        let membership = self
+            .db
+            .get_cf(meta, KEY_LAST_MEMBERSHIP)
+            .map_err(|e| io_error("read", e))?;
         Ok((
             last.map(|b| decode_meta(&b)).transpose()?,
-            membership.map(|b| decode_meta(&b)).transpose()?.unwrap_or_default(),
+            membership
+                .map(|b| decode_meta(&b))
+                .transpose()?
+                .unwrap_or_default(),
         ))
     }
 
@@ -212,8 +304,11 @@ impl StateMachineStore {
     pub fn export_to(&self, dest: &Path) -> io::Result<(SnapshotHeader, u64)> {
         let snap = self.db.snapshot();
         let meta_cf = cf(&self.db, CF_RAFT_META)?;
-        let last_log_id: Option<LogId> =
-            snap.get_cf(meta_cf, KEY_LAST_APPLIED).map_err(|e| io_error("read", e))?.map(|b| decode_meta(&b)).transpose()?;
+        let last_log_id: Option<LogId> = snap
+            .get_cf(meta_cf, KEY_LAST_APPLIED)
+            .map_err(|e| io_error("read", e))?
+            .map(|b| decode_meta(&b))
+            .transpose()?;
         let last_membership: StoredMembership = snap
             .get_cf(meta_cf, KEY_LAST_MEMBERSHIP)
             .map_err(|e| io_error("read", e))?
@@ -224,7 +319,14 @@ impl StateMachineStore {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as i64)
             .unwrap_or_default();
-        let header = SnapshotHeader { v: 1, meta: SnapshotMeta { last_log_id, last_membership }, built_at_ms };
+        let header = SnapshotHeader {
+            v: 1,
+            meta: SnapshotMeta {
+                last_log_id,
+                last_membership,
+            },
+            built_at_ms,
+        };
         let tmp = dest.with_extension("partial");
         let mut writer = SnapshotWriter::create(&tmp, &header)?;
         for ks in Keyspace::ALL {
@@ -247,7 +349,9 @@ impl StateMachineStore {
         let mut files: Vec<PathBuf> = std::fs::read_dir(&self.snapshot_dir)?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| {
-                p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("snap-") && !n.contains('.'))
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("snap-") && !n.contains('.'))
             })
             .collect();
         files.sort();
@@ -282,7 +386,14 @@ impl StateMachineStore {
         let meta_cf = cf(&self.db, CF_RAFT_META)?;
         let mut sync = WriteOptions::default();
         sync.set_sync(true);
-        self.db.put_cf_opt(meta_cf, KEY_INSTALLING, encode_meta(&path.to_path_buf())?, &sync).map_err(|e| io_error("write", e))?;
+        self.db
+            .put_cf_opt(
+                meta_cf,
+                KEY_INSTALLING,
+                encode_meta(&path.to_path_buf())?,
+                &sync,
+            )
+            .map_err(|e| io_error("write", e))?;
         for ks in Keyspace::ALL {
             let handle = cf(&self.db, ks.name())?;
             let mut batch = WriteBatch::default();
@@ -290,7 +401,9 @@ impl StateMachineStore {
                 let (k, _) = item.map_err(|e| io_error("read", e))?;
                 batch.delete_cf(handle, k);
                 if batch.size_in_bytes() > INSTALL_BATCH_BYTES {
-                    self.db.write(std::mem::take(&mut batch)).map_err(|e| io_error("write", e))?;
+                    self.db
+                        .write(std::mem::take(&mut batch))
+                        .map_err(|e| io_error("write", e))?;
                 }
             }
             self.db.write(batch).map_err(|e| io_error("write", e))?;
@@ -298,47 +411,70 @@ impl StateMachineStore {
         let mut reader = SnapshotReader::open(path)?;
         let mut batch = WriteBatch::default();
         while let Some((name, key, value)) = reader.next_record()? {
-            let ks = Keyspace::from_name(&name)
-                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("snapshot names unknown keyspace {name}")))?;
+            let ks = Keyspace::from_name(&name).ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("snapshot names unknown keyspace {name}"),
+                )
+            })?;
             batch.put_cf(cf(&self.db, ks.name())?, key, value);
             if batch.size_in_bytes() > INSTALL_BATCH_BYTES {
-                self.db.write(std::mem::take(&mut batch)).map_err(|e| io_error("write", e))?;
+                self.db
+                    .write(std::mem::take(&mut batch))
+                    .map_err(|e| io_error("write", e))?;
             }
         }
         match &header.meta.last_log_id {
             Some(id) => batch.put_cf(meta_cf, KEY_LAST_APPLIED, encode_meta(id)?),
             None => batch.delete_cf(meta_cf, KEY_LAST_APPLIED),
         }
-        batch.put_cf(meta_cf, KEY_LAST_MEMBERSHIP, encode_meta(&header.meta.last_membership)?);
+        batch.put_cf(
+            meta_cf,
+            KEY_LAST_MEMBERSHIP,
+            encode_meta(&header.meta.last_membership)?,
+        );
         batch.delete_cf(meta_cf, KEY_INSTALLING);
-        self.db.write_opt(batch, &sync).map_err(|e| io_error("write", e))?;
+        self.db
+            .write_opt(batch, &sync)
+            .map_err(|e| io_error("write", e))?;
         tracing::info!(records, last_log_id = ?header.meta.last_log_id, "installed snapshot");
         Ok(())
     }
 }
 
 fn fatal(e: impl std::fmt::Display) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, format!("state machine cannot apply the log: {e}"))
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("state machine cannot apply the log: {e}"),
+    )
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     type SnapshotData = SnapshotFile;
 
-    async fn build_snapshot(&mut self) -> io::Result<openraft::alias::SnapshotOf<TypeConfig, SnapshotFile>> {
+    async fn build_snapshot(
+        &mut self,
+    ) -> io::Result<openraft::alias::SnapshotOf<TypeConfig, SnapshotFile>> {
         let sm = self.clone();
         let started = Instant::now();
         let snapshot = tokio::task::spawn_blocking(move || -> io::Result<_> {
-            let tmp = sm.snapshot_dir.join(format!("build-{}", std::process::id()));
+            let tmp = sm
+                .snapshot_dir
+                .join(format!("build-{}", std::process::id()));
             let (header, records) = sm.export_to(&tmp)?;
             let path = sm.snapshot_path(&header.meta);
             std::fs::rename(&tmp, &path)?;
             sm.prune_snapshots()?;
             tracing::info!(records, path = %path.display(), "built snapshot");
-            Ok(openraft::Snapshot { meta: header.meta, snapshot: SnapshotFile { path } })
+            Ok(openraft::Snapshot {
+                meta: header.meta,
+                snapshot: SnapshotFile { path },
+            })
         })
         .await
         .map_err(io::Error::other)??;
-        metrics::histogram!("certplane_raft_snapshot_build_seconds").record(started.elapsed().as_secs_f64());
+        metrics::histogram!("certplane_raft_snapshot_build_seconds")
+            .record(started.elapsed().as_secs_f64());
         Ok(snapshot)
     }
 }
@@ -357,7 +493,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     {
         let started = Instant::now();
         let db = self.db.clone();
-        let mut store = BatchStore { db: &db, overlay: BTreeMap::new() };
+        let mut store = BatchStore {
+            db: &db,
+            overlay: BTreeMap::new(),
+        };
         let mut responses = Vec::new();
         let mut last_applied = None;
         let mut last_membership = None;
@@ -365,14 +504,25 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             let log_id = entry.log_id();
             let index = log_id.index();
             let outcome = match &entry.payload {
-                EntryPayload::Blank => Outcome { index, result: Ok(Applied::Internal), replayed: false },
+                EntryPayload::Blank => Outcome {
+                    index,
+                    result: Ok(Applied::Internal),
+                    replayed: false,
+                },
                 EntryPayload::Normal(proposal) => {
-                    let ctx = EntryContext { index, term: log_id.committed_leader_id().term };
+                    let ctx = EntryContext {
+                        index,
+                        term: log_id.committed_leader_id().term,
+                    };
                     apply(&mut store, ctx, proposal).map_err(fatal)?
                 }
                 EntryPayload::Membership(m) => {
                     last_membership = Some(StoredMembership::new(Some(log_id), m.clone()));
-                    Outcome { index, result: Ok(Applied::Internal), replayed: false }
+                    Outcome {
+                        index,
+                        result: Ok(Applied::Internal),
+                        replayed: false,
+                    }
                 }
             };
             last_applied = Some(log_id);
@@ -392,7 +542,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         tokio::task::spawn_blocking(move || {
             let mut opts = WriteOptions::default();
             opts.set_sync(true);
-            write_db.write_opt(batch, &opts).map_err(|e| io_error("state machine write", e))
+            write_db
+                .write_opt(batch, &opts)
+                .map_err(|e| io_error("state machine write", e))
         })
         .await
         .map_err(io::Error::other)??;
@@ -407,7 +559,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         self.clone()
     }
 
-    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: SnapshotFile) -> io::Result<()> {
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: SnapshotFile,
+    ) -> io::Result<()> {
         let sm = self.clone();
         let dest = self.snapshot_path(meta);
         tokio::task::spawn_blocking(move || -> io::Result<()> {
@@ -421,11 +577,16 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         .map_err(io::Error::other)?
     }
 
-    async fn get_current_snapshot(&mut self) -> io::Result<Option<openraft::alias::SnapshotOf<TypeConfig, SnapshotFile>>> {
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> io::Result<Option<openraft::alias::SnapshotOf<TypeConfig, SnapshotFile>>> {
         let Some(path) = self.snapshot_files()?.pop() else {
             return Ok(None);
         };
         let header = SnapshotReader::open(&path)?.header;
-        Ok(Some(openraft::Snapshot { meta: header.meta, snapshot: SnapshotFile { path } }))
+        Ok(Some(openraft::Snapshot {
+            meta: header.meta,
+            snapshot: SnapshotFile { path },
+        }))
     }
 }

@@ -24,6 +24,9 @@ const MAGIC: &[u8; 8] = b"CPSNAP01";
 const MAX_FIELD: usize = 64 * 1024 * 1024;
 const MAX_META: usize = 16 * 1024 * 1024;
 
+/// One record: (keyspace name, key, value).
+pub type SnapshotRecord = (String, Vec<u8>, Vec<u8>);
+
 /// What the header of a snapshot file records besides the data.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SnapshotHeader {
@@ -65,12 +68,19 @@ pub struct SnapshotWriter {
 impl SnapshotWriter {
     pub fn create(path: &Path, header: &SnapshotHeader) -> io::Result<Self> {
         let file = File::create(path)?;
-        let mut out = HashingWriter { inner: BufWriter::with_capacity(1 << 20, file), hasher: Sha256::new() };
+        let mut out = HashingWriter {
+            inner: BufWriter::with_capacity(1 << 20, file),
+            hasher: Sha256::new(),
+        };
         out.write_all(MAGIC)?;
         let meta = serde_json::to_vec(header).map_err(|e| invalid(e.to_string()))?;
         out.write_all(&(meta.len() as u32).to_be_bytes())?;
         out.write_all(&meta)?;
-        Ok(SnapshotWriter { out, path: path.to_path_buf(), records: 0 })
+        Ok(SnapshotWriter {
+            out,
+            path: path.to_path_buf(),
+            records: 0,
+        })
     }
 
     pub fn write_record(&mut self, keyspace: &str, key: &[u8], value: &[u8]) -> io::Result<()> {
@@ -112,7 +122,11 @@ impl SnapshotReader {
         let mut reader = SnapshotReader {
             input: BufReader::with_capacity(1 << 20, file),
             hasher: Sha256::new(),
-            header: SnapshotHeader { v: 0, meta: Default::default(), built_at_ms: 0 },
+            header: SnapshotHeader {
+                v: 0,
+                meta: Default::default(),
+                built_at_ms: 0,
+            },
             done: false,
         };
         let mut magic = [0u8; 8];
@@ -126,9 +140,13 @@ impl SnapshotReader {
         }
         let mut meta = vec![0u8; meta_len];
         reader.read_exact_hashed(&mut meta)?;
-        reader.header = serde_json::from_slice(&meta).map_err(|e| invalid(format!("snapshot header: {e}")))?;
+        reader.header =
+            serde_json::from_slice(&meta).map_err(|e| invalid(format!("snapshot header: {e}")))?;
         if reader.header.v != 1 {
-            return Err(invalid(format!("unsupported snapshot version {}", reader.header.v)));
+            return Err(invalid(format!(
+                "unsupported snapshot version {}",
+                reader.header.v
+            )));
         }
         Ok(reader)
     }
@@ -162,7 +180,7 @@ impl SnapshotReader {
     }
 
     /// The next (keyspace, key, value), or `None` after the end marker once the checksum matched.
-    pub fn next_record(&mut self) -> io::Result<Option<(String, Vec<u8>, Vec<u8>)>> {
+    pub fn next_record(&mut self) -> io::Result<Option<SnapshotRecord>> {
         if self.done {
             return Ok(None);
         }
@@ -171,7 +189,9 @@ impl SnapshotReader {
         if len[0] == 0 {
             let expected = self.hasher.finalize_reset();
             let mut found = [0u8; 32];
-            self.input.read_exact(&mut found).map_err(|_| invalid("snapshot checksum missing"))?;
+            self.input
+                .read_exact(&mut found)
+                .map_err(|_| invalid("snapshot checksum missing"))?;
             if found[..] != expected[..] {
                 return Err(invalid("snapshot checksum mismatch"));
             }
@@ -202,7 +222,11 @@ mod tests {
     use super::*;
 
     fn header() -> SnapshotHeader {
-        SnapshotHeader { v: 1, meta: Default::default(), built_at_ms: 7 }
+        SnapshotHeader {
+            v: 1,
+            meta: Default::default(),
+            built_at_ms: 7,
+        }
     }
 
     #[test]
@@ -211,7 +235,12 @@ mod tests {
         let path = dir.path().join("s");
         let mut w = SnapshotWriter::create(&path, &header()).unwrap();
         for i in 0..1000u32 {
-            w.write_record("sm_certificates", &i.to_be_bytes(), format!("value-{i}").as_bytes()).unwrap();
+            w.write_record(
+                "sm_certificates",
+                &i.to_be_bytes(),
+                format!("value-{i}").as_bytes(),
+            )
+            .unwrap();
         }
         let (_, n) = w.finish().unwrap();
         assert_eq!(n, 1000);
@@ -232,7 +261,10 @@ mod tests {
         w.finish().unwrap();
         let bytes = std::fs::read(&good).unwrap();
         std::fs::write(&good, &bytes[..bytes.len() - 10]).unwrap();
-        assert_eq!(verify_file(&good).unwrap_err().kind(), io::ErrorKind::InvalidData);
+        assert_eq!(
+            verify_file(&good).unwrap_err().kind(),
+            io::ErrorKind::InvalidData
+        );
         std::fs::write(&good, b"garbage").unwrap();
         assert!(verify_file(&good).is_err());
     }

@@ -14,17 +14,25 @@ fn storage_error(e: std::io::Error) -> StorageError<TypeConfig> {
     StorageError::read(TypeConfig::err_from_error(&e))
 }
 
-impl StoreBuilder<TypeConfig, RocksLogStore, StateMachineStore, tempfile::TempDir> for RocksBuilder {
-    async fn build(&self) -> Result<(tempfile::TempDir, RocksLogStore, StateMachineStore), StorageError<TypeConfig>> {
+impl StoreBuilder<TypeConfig, RocksLogStore, StateMachineStore, tempfile::TempDir>
+    for RocksBuilder
+{
+    async fn build(
+        &self,
+    ) -> Result<(tempfile::TempDir, RocksLogStore, StateMachineStore), StorageError<TypeConfig>>
+    {
         let dir = tempfile::tempdir().map_err(storage_error)?;
         let db = open_db(&dir.path().join("db")).map_err(storage_error)?;
         let log = RocksLogStore::new(db.clone()).map_err(storage_error)?;
-        let sm = StateMachineStore::open(db, &dir.path().join("snapshots")).map_err(storage_error)?;
+        let sm =
+            StateMachineStore::open(db, &dir.path().join("snapshots")).map_err(storage_error)?;
         Ok((dir, log, sm))
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rocks_store_passes_openraft_conformance_suite() {
-    Suite::test_all(RocksBuilder).await.expect("storage conformance");
+    Suite::test_all(RocksBuilder)
+        .await
+        .expect("storage conformance");
 }

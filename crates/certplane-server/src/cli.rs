@@ -29,7 +29,12 @@ pub enum Output {
 #[derive(Debug, Clone, clap::Args)]
 pub struct Target {
     /// API URL of any node.
-    #[arg(long, env = "CERTPLANE_ADDR", default_value = "http://127.0.0.1:8200", global = true)]
+    #[arg(
+        long,
+        env = "CERTPLANE_ADDR",
+        default_value = "http://127.0.0.1:8200",
+        global = true
+    )]
     pub addr: String,
     /// Bearer token.
     #[arg(long, env = "CERTPLANE_TOKEN", hide_env_values = true, global = true)]
@@ -176,7 +181,9 @@ pub enum CertCommand {
         #[arg(long)]
         stale: bool,
     },
-    Get { id: String },
+    Get {
+        id: String,
+    },
     /// Retire a certificate (the record and its history are kept).
     Retire {
         id: String,
@@ -242,7 +249,10 @@ pub enum OperatorCommand {
 
 fn print(output: Output, value: &Value, text: impl FnOnce(&Value) -> String) {
     match output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(value).unwrap_or_default()),
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(value).unwrap_or_default()
+        ),
         Output::Text => println!("{}", text(value)),
     }
 }
@@ -267,7 +277,10 @@ fn cert_line(c: &Value) -> String {
         c["id"].as_str().unwrap_or(""),
         c["status"].as_str().unwrap_or(""),
         c["days_to_expiry"],
-        c["common_name"].as_str().or(c["subject"].as_str()).unwrap_or(""),
+        c["common_name"]
+            .as_str()
+            .or(c["subject"].as_str())
+            .unwrap_or(""),
         c["owner"].as_str().unwrap_or(""),
         c["zone"].as_str().unwrap_or(""),
     )
@@ -276,11 +289,18 @@ fn cert_line(c: &Value) -> String {
 fn members_text(v: &Value) -> String {
     let mut out = String::new();
     for m in v["members"].as_array().into_iter().flatten() {
-        let lag = m["lag"].as_u64().map(|l| format!(" lag={l}")).unwrap_or_default();
+        let lag = m["lag"]
+            .as_u64()
+            .map(|l| format!(" lag={l}"))
+            .unwrap_or_default();
         out.push_str(&format!(
             "{:>3} {:<8} cluster={} api={}{}\n",
             m["id"],
-            if m["voter"].as_bool() == Some(true) { "voter" } else { "learner" },
+            if m["voter"].as_bool() == Some(true) {
+                "voter"
+            } else {
+                "learner"
+            },
             m["cluster_addr"].as_str().unwrap_or(""),
             m["api_addr"].as_str().unwrap_or(""),
             lag
@@ -312,40 +332,63 @@ pub async fn run(cli: Cli) -> i32 {
                 Err(e) => local_fail(format!("{e:#}")),
             }
         }
-        Command::Tls { command: TlsCommand::Init { nodes, out, dns, ips, force } } => {
-            match certplane_pki::cluster_tls::write_cluster_tls(&out, nodes, &dns, &ips, force) {
-                Ok(paths) => {
-                    for p in paths {
-                        println!("wrote {}", p.display());
-                    }
-                    0
+        Command::Tls {
+            command:
+                TlsCommand::Init {
+                    nodes,
+                    out,
+                    dns,
+                    ips,
+                    force,
+                },
+        } => match certplane_pki::cluster_tls::write_cluster_tls(&out, nodes, &dns, &ips, force) {
+            Ok(paths) => {
+                for p in paths {
+                    println!("wrote {}", p.display());
                 }
-                Err(e) => local_fail(e),
-            }
-        }
-        Command::Init { target } => match client(&target).post("/v1/sys/init", &json!({}), None).await {
-            Ok(v) => {
-                print(target.output, &v, |v| format!("root token: {}\n(shown once; store it safely)", v["root_token"].as_str().unwrap_or("")));
                 0
             }
-            Err(e) => fail(&e),
+            Err(e) => local_fail(e),
         },
-        Command::Cluster { target, command } => cluster(target, command).await,
-        Command::Cert { target, command } => cert(target, command).await,
-        Command::Audit { target, command } => audit(target, command).await,
-        Command::Snapshot { command: SnapshotCommand::Save { file, target } } => {
-            match client(&target).download("/v1/sys/snapshot", &file).await {
-                Ok(bytes) => {
-                    print(target.output, &json!({ "file": file, "bytes": bytes }), |_| format!("saved {bytes} bytes to {}", file.display()));
+        Command::Init { target } => {
+            match client(&target).post("/v1/sys/init", &json!({}), None).await {
+                Ok(v) => {
+                    print(target.output, &v, |v| {
+                        format!(
+                            "root token: {}\n(shown once; store it safely)",
+                            v["root_token"].as_str().unwrap_or("")
+                        )
+                    });
                     0
                 }
                 Err(e) => fail(&e),
             }
         }
-        Command::Snapshot { command: SnapshotCommand::Restore(args) } | Command::Operator { command: OperatorCommand::Restore(args) } => {
-            restore(args).await
+        Command::Cluster { target, command } => cluster(target, command).await,
+        Command::Cert { target, command } => cert(target, command).await,
+        Command::Audit { target, command } => audit(target, command).await,
+        Command::Snapshot {
+            command: SnapshotCommand::Save { file, target },
+        } => match client(&target).download("/v1/sys/snapshot", &file).await {
+            Ok(bytes) => {
+                print(
+                    target.output,
+                    &json!({ "file": file, "bytes": bytes }),
+                    |_| format!("saved {bytes} bytes to {}", file.display()),
+                );
+                0
+            }
+            Err(e) => fail(&e),
+        },
+        Command::Snapshot {
+            command: SnapshotCommand::Restore(args),
         }
-        Command::Operator { command: OperatorCommand::GenerateKek { out } } => match certplane_pki::Kek::generate_file(&out) {
+        | Command::Operator {
+            command: OperatorCommand::Restore(args),
+        } => restore(args).await,
+        Command::Operator {
+            command: OperatorCommand::GenerateKek { out },
+        } => match certplane_pki::Kek::generate_file(&out) {
             Ok(kek) => {
                 println!("wrote {} (kek id {})", out.display(), kek.id());
                 0
@@ -360,7 +403,8 @@ async fn restore(args: RestoreArgs) -> i32 {
         Ok(m) => m,
         Err(e) => return local_fail(e),
     };
-    match certplane_raft::restore::restore_data_dir(&args.snapshot, &args.data_dir, &members).await {
+    match certplane_raft::restore::restore_data_dir(&args.snapshot, &args.data_dir, &members).await
+    {
         Ok(report) => {
             println!(
                 "restored {} records at log index {} into {}; start the nodes of the new cluster without --initial-cluster",
@@ -417,7 +461,14 @@ async fn cluster(target: Target, command: ClusterCommand) -> i32 {
 async fn cert(target: Target, command: CertCommand) -> i32 {
     let c = client(&target);
     let result = match command {
-        CertCommand::Import { chain, key, owner, zone, tags, idempotency_key } => {
+        CertCommand::Import {
+            chain,
+            key,
+            owner,
+            zone,
+            tags,
+            idempotency_key,
+        } => {
             let chain_pem = match std::fs::read_to_string(&chain) {
                 Ok(s) => s,
                 Err(e) => return local_fail(format!("cannot read {}: {e}", chain.display())),
@@ -434,11 +485,31 @@ async fn cert(target: Target, command: CertCommand) -> i32 {
                 tag_map.insert(k.to_string(), Value::String(v.to_string()));
             }
             let body = json!({ "chain_pem": chain_pem, "private_key_pem": key_pem, "owner": owner, "zone": zone, "tags": tag_map });
-            c.post("/v1/certificates/import", &body, idempotency_key.as_deref()).await.map(|v| print(target.output, &v, cert_line))
+            c.post("/v1/certificates/import", &body, idempotency_key.as_deref())
+                .await
+                .map(|v| print(target.output, &v, cert_line))
         }
-        CertCommand::List { expiring_within, owner, zone, issuer, name, status, limit, cursor, all, stale } => {
+        CertCommand::List {
+            expiring_within,
+            owner,
+            zone,
+            issuer,
+            name,
+            status,
+            limit,
+            cursor,
+            all,
+            stale,
+        } => {
             let mut query: Vec<(&str, String)> = vec![("limit", limit.to_string())];
-            for (k, v) in [("expiring_within", expiring_within), ("owner", owner), ("zone", zone), ("issuer", issuer), ("name", name), ("status", status)] {
+            for (k, v) in [
+                ("expiring_within", expiring_within),
+                ("owner", owner),
+                ("zone", zone),
+                ("issuer", issuer),
+                ("name", name),
+                ("status", status),
+            ] {
                 if let Some(v) = v {
                     query.push((k, v));
                 }
@@ -469,7 +540,12 @@ async fn cert(target: Target, command: CertCommand) -> i32 {
             }
             let v = json!({ "items": items, "next_cursor": next });
             print(target.output, &v, |v| {
-                let mut lines: Vec<String> = v["items"].as_array().into_iter().flatten().map(cert_line).collect();
+                let mut lines: Vec<String> = v["items"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(cert_line)
+                    .collect();
                 if let Some(n) = v["next_cursor"].as_str() {
                     lines.push(format!("(more: --cursor {n})"));
                 }
@@ -477,12 +553,19 @@ async fn cert(target: Target, command: CertCommand) -> i32 {
             });
             Ok(())
         }
-        CertCommand::Get { id } => c.get(&format!("/v1/certificates/{id}"), &[]).await.map(|v| {
-            print(target.output, &v, |v| serde_json::to_string_pretty(v).unwrap_or_default())
-        }),
+        CertCommand::Get { id } => c
+            .get(&format!("/v1/certificates/{id}"), &[])
+            .await
+            .map(|v| {
+                print(target.output, &v, |v| {
+                    serde_json::to_string_pretty(v).unwrap_or_default()
+                })
+            }),
         CertCommand::Retire { id, reason } => {
             let q: Vec<(&str, String)> = reason.map(|r| vec![("reason", r)]).unwrap_or_default();
-            c.delete(&format!("/v1/certificates/{id}"), &q).await.map(|v| print(target.output, &v, cert_line))
+            c.delete(&format!("/v1/certificates/{id}"), &q)
+                .await
+                .map(|v| print(target.output, &v, cert_line))
         }
     };
     result.map(|_| 0).unwrap_or_else(|e| fail(&e))
@@ -491,9 +574,20 @@ async fn cert(target: Target, command: CertCommand) -> i32 {
 async fn audit(target: Target, command: AuditCommand) -> i32 {
     let c = client(&target);
     match command {
-        AuditCommand::List { actor, action, object, limit, cursor } => {
+        AuditCommand::List {
+            actor,
+            action,
+            object,
+            limit,
+            cursor,
+        } => {
             let mut q: Vec<(&str, String)> = vec![("limit", limit.to_string())];
-            for (k, v) in [("actor", actor), ("action", action), ("object", object), ("cursor", cursor)] {
+            for (k, v) in [
+                ("actor", actor),
+                ("action", action),
+                ("object", object),
+                ("cursor", cursor),
+            ] {
                 if let Some(v) = v {
                     q.push((k, v));
                 }
@@ -508,8 +602,12 @@ async fn audit(target: Target, command: AuditCommand) -> i32 {
                             .map(|r| {
                                 format!(
                                     "{:>6} {} {:<20} {:<40} {} by {}",
-                                    r["seq"], r["at"], r["action"].as_str().unwrap_or(""), r["object"].as_str().unwrap_or(""),
-                                    r["outcome"].as_str().unwrap_or(""), r["actor"].as_str().unwrap_or("")
+                                    r["seq"],
+                                    r["at"],
+                                    r["action"].as_str().unwrap_or(""),
+                                    r["object"].as_str().unwrap_or(""),
+                                    r["outcome"].as_str().unwrap_or(""),
+                                    r["actor"].as_str().unwrap_or("")
                                 )
                             })
                             .collect::<Vec<_>>()
@@ -525,9 +623,17 @@ async fn audit(target: Target, command: AuditCommand) -> i32 {
                 let ok = v["ok"].as_bool() == Some(true);
                 print(target.output, &v, |v| {
                     if ok {
-                        format!("audit chain OK: {} records, head {}", v["records_checked"], v["head"]["hash"].as_str().unwrap_or(""))
+                        format!(
+                            "audit chain OK: {} records, head {}",
+                            v["records_checked"],
+                            v["head"]["hash"].as_str().unwrap_or("")
+                        )
                     } else {
-                        format!("audit chain BROKEN at record {}: {}", v["first_broken"]["seq"], v["first_broken"]["reason"].as_str().unwrap_or(""))
+                        format!(
+                            "audit chain BROKEN at record {}: {}",
+                            v["first_broken"]["seq"],
+                            v["first_broken"]["reason"].as_str().unwrap_or("")
+                        )
                     }
                 });
                 if ok {
@@ -542,6 +648,10 @@ async fn audit(target: Target, command: AuditCommand) -> i32 {
 }
 
 pub fn init_tracing(filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }

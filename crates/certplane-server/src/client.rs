@@ -27,7 +27,10 @@ impl std::error::Error for ClientError {}
 
 impl ClientError {
     pub fn retryable(&self) -> bool {
-        matches!(self.status, None | Some(429) | Some(502) | Some(503) | Some(504))
+        matches!(
+            self.status,
+            None | Some(429) | Some(502) | Some(503) | Some(504)
+        )
     }
 
     /// The CLI's exit code for this failure (documented in `certplane --help`).
@@ -58,7 +61,11 @@ impl ApiClient {
             .connect_timeout(Duration::from_secs(3))
             .build()
             .unwrap_or_else(|_| reqwest::Client::new());
-        ApiClient { base: base.trim_end_matches('/').to_string(), token, http }
+        ApiClient {
+            base: base.trim_end_matches('/').to_string(),
+            token,
+            http,
+        }
     }
 
     pub fn base(&self) -> &str {
@@ -84,21 +91,41 @@ impl ApiClient {
         }
         let status = resp.status().as_u16();
         let body: Value = resp.json().await.unwrap_or(Value::Null);
-        let code = body["error"]["code"].as_str().unwrap_or("http_error").to_string();
-        let message = body["error"]["message"].as_str().unwrap_or("the server returned an error").to_string();
-        Err(ClientError { status: Some(status), code, message })
+        let code = body["error"]["code"]
+            .as_str()
+            .unwrap_or("http_error")
+            .to_string();
+        let message = body["error"]["message"]
+            .as_str()
+            .unwrap_or("the server returned an error")
+            .to_string();
+        Err(ClientError {
+            status: Some(status),
+            code,
+            message,
+        })
     }
 
     async fn json(&self, req: reqwest::RequestBuilder) -> Result<Value, ClientError> {
         let resp = self.send(req).await?;
-        resp.json().await.map_err(|e| ClientError { status: None, code: "bad_response".into(), message: e.to_string() })
+        resp.json().await.map_err(|e| ClientError {
+            status: None,
+            code: "bad_response".into(),
+            message: e.to_string(),
+        })
     }
 
     pub async fn get(&self, path: &str, query: &[(&str, String)]) -> Result<Value, ClientError> {
-        self.json(self.request(reqwest::Method::GET, path).query(query)).await
+        self.json(self.request(reqwest::Method::GET, path).query(query))
+            .await
     }
 
-    pub async fn post(&self, path: &str, body: &Value, idempotency_key: Option<&str>) -> Result<Value, ClientError> {
+    pub async fn post(
+        &self,
+        path: &str,
+        body: &Value,
+        idempotency_key: Option<&str>,
+    ) -> Result<Value, ClientError> {
         let mut req = self.request(reqwest::Method::POST, path).json(body);
         if let Some(k) = idempotency_key {
             req = req.header("Idempotency-Key", k);
@@ -107,22 +134,27 @@ impl ApiClient {
     }
 
     pub async fn delete(&self, path: &str, query: &[(&str, String)]) -> Result<Value, ClientError> {
-        self.json(self.request(reqwest::Method::DELETE, path).query(query)).await
+        self.json(self.request(reqwest::Method::DELETE, path).query(query))
+            .await
     }
 
     /// Stream a download to `dest`; returns the bytes written.
     pub async fn download(&self, path: &str, dest: &std::path::Path) -> Result<u64, ClientError> {
         use tokio::io::AsyncWriteExt;
-        let io = |e: std::io::Error| ClientError { status: None, code: "io_error".into(), message: e.to_string() };
+        let io = |e: std::io::Error| ClientError {
+            status: None,
+            code: "io_error".into(),
+            message: e.to_string(),
+        };
         let mut resp = self.send(self.request(reqwest::Method::GET, path)).await?;
         let tmp = dest.with_extension("partial");
         let mut file = tokio::fs::File::create(&tmp).await.map_err(io)?;
         let mut written = 0u64;
-        while let Some(chunk) = resp
-            .chunk()
-            .await
-            .map_err(|e| ClientError { status: None, code: "download_failed".into(), message: e.to_string() })?
-        {
+        while let Some(chunk) = resp.chunk().await.map_err(|e| ClientError {
+            status: None,
+            code: "download_failed".into(),
+            message: e.to_string(),
+        })? {
             file.write_all(&chunk).await.map_err(io)?;
             written += chunk.len() as u64;
         }

@@ -127,7 +127,13 @@ pub struct RaftTiming {
 
 impl Default for RaftTiming {
     fn default() -> Self {
-        RaftTiming { heartbeat_ms: 50, election_min_ms: 150, election_max_ms: 300, snapshot_every: 10_000, keep_after_snapshot: 1_000 }
+        RaftTiming {
+            heartbeat_ms: 50,
+            election_min_ms: 150,
+            election_max_ms: 300,
+            snapshot_every: 10_000,
+            keep_after_snapshot: 1_000,
+        }
     }
 }
 
@@ -140,14 +146,34 @@ impl ServerOptions {
             ($($f:ident),*) => { ServerOptions { config: self.config, $($f: self.$f.or(file.$f)),* } };
         }
         pick!(
-            node_id, data_dir, api_addr, cluster_addr, advertise_api, advertise_cluster, initial_cluster, join,
-            join_token, join_as_learner, kek_file, tls_ca, tls_cert, tls_key, insecure, heartbeat_ms,
-            election_min_ms, election_max_ms, snapshot_every, keep_after_snapshot, max_body_bytes, log
+            node_id,
+            data_dir,
+            api_addr,
+            cluster_addr,
+            advertise_api,
+            advertise_cluster,
+            initial_cluster,
+            join,
+            join_token,
+            join_as_learner,
+            kek_file,
+            tls_ca,
+            tls_cert,
+            tls_key,
+            insecure,
+            heartbeat_ms,
+            election_min_ms,
+            election_max_ms,
+            snapshot_every,
+            keep_after_snapshot,
+            max_body_bytes,
+            log
         )
     }
 
     pub fn load_file(path: &Path) -> anyhow::Result<ServerOptions> {
-        let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read config {}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read config {}: {e}", path.display()))?;
         toml::from_str(&text).map_err(|e| anyhow::anyhow!("invalid config {}: {e}", path.display()))
     }
 
@@ -166,10 +192,18 @@ impl ServerOptions {
             _ => anyhow::bail!("--tls-ca, --tls-cert and --tls-key go together"),
         };
         let config = ServerConfig {
-            node_id: opts.node_id.ok_or_else(|| anyhow::anyhow!("--node-id is required"))?,
-            data_dir: opts.data_dir.ok_or_else(|| anyhow::anyhow!("--data-dir is required"))?,
-            api_addr: opts.api_addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8200))),
-            cluster_addr: opts.cluster_addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8201))),
+            node_id: opts
+                .node_id
+                .ok_or_else(|| anyhow::anyhow!("--node-id is required"))?,
+            data_dir: opts
+                .data_dir
+                .ok_or_else(|| anyhow::anyhow!("--data-dir is required"))?,
+            api_addr: opts
+                .api_addr
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8200))),
+            cluster_addr: opts
+                .cluster_addr
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8201))),
             advertise_api: opts.advertise_api,
             advertise_cluster: opts.advertise_cluster,
             initial_cluster: match opts.initial_cluster {
@@ -184,10 +218,16 @@ impl ServerOptions {
             insecure: opts.insecure.unwrap_or(false),
             raft: RaftTiming {
                 heartbeat_ms: opts.heartbeat_ms.unwrap_or(timing_default.heartbeat_ms),
-                election_min_ms: opts.election_min_ms.unwrap_or(timing_default.election_min_ms),
-                election_max_ms: opts.election_max_ms.unwrap_or(timing_default.election_max_ms),
+                election_min_ms: opts
+                    .election_min_ms
+                    .unwrap_or(timing_default.election_min_ms),
+                election_max_ms: opts
+                    .election_max_ms
+                    .unwrap_or(timing_default.election_max_ms),
                 snapshot_every: opts.snapshot_every.unwrap_or(timing_default.snapshot_every),
-                keep_after_snapshot: opts.keep_after_snapshot.unwrap_or(timing_default.keep_after_snapshot),
+                keep_after_snapshot: opts
+                    .keep_after_snapshot
+                    .unwrap_or(timing_default.keep_after_snapshot),
             },
             max_body_bytes: opts.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES),
             log: opts.log.unwrap_or_else(|| "info".into()),
@@ -209,14 +249,20 @@ impl ServerConfig {
             anyhow::bail!("--insecure and TLS files are mutually exclusive");
         }
         let t = &self.raft;
-        if t.heartbeat_ms == 0 || t.election_min_ms <= t.heartbeat_ms || t.election_max_ms <= t.election_min_ms {
+        if t.heartbeat_ms == 0
+            || t.election_min_ms <= t.heartbeat_ms
+            || t.election_max_ms <= t.election_min_ms
+        {
             anyhow::bail!("raft timing needs 0 < heartbeat-ms < election-min-ms < election-max-ms");
         }
         if t.snapshot_every == 0 {
             anyhow::bail!("--snapshot-every must be 1 or more");
         }
         if !self.initial_cluster.is_empty() && !self.initial_cluster.contains_key(&self.node_id) {
-            anyhow::bail!("--initial-cluster does not list this node's id {}", self.node_id);
+            anyhow::bail!(
+                "--initial-cluster does not list this node's id {}",
+                self.node_id
+            );
         }
         if !self.initial_cluster.is_empty() && self.join.is_some() {
             anyhow::bail!("--initial-cluster and --join are mutually exclusive");
@@ -228,21 +274,28 @@ impl ServerConfig {
     }
 
     pub fn advertised_api(&self) -> String {
-        self.advertise_api.clone().unwrap_or_else(|| format!("http://{}", self.api_addr))
+        self.advertise_api
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.api_addr))
     }
 
     pub fn advertised_cluster(&self) -> String {
-        self.advertise_cluster.clone().unwrap_or_else(|| self.cluster_addr.to_string())
+        self.advertise_cluster
+            .clone()
+            .unwrap_or_else(|| self.cluster_addr.to_string())
     }
 }
 
 pub fn parse_initial_cluster(spec: &str) -> anyhow::Result<BTreeMap<u64, String>> {
     let mut members = BTreeMap::new();
     for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (id, addr) = part
-            .split_once('=')
-            .ok_or_else(|| anyhow::anyhow!("--initial-cluster entry {part:?} is not id=host:port"))?;
-        let id: u64 = id.trim().parse().map_err(|_| anyhow::anyhow!("--initial-cluster id {id:?} is not a number"))?;
+        let (id, addr) = part.split_once('=').ok_or_else(|| {
+            anyhow::anyhow!("--initial-cluster entry {part:?} is not id=host:port")
+        })?;
+        let id: u64 = id
+            .trim()
+            .parse()
+            .map_err(|_| anyhow::anyhow!("--initial-cluster id {id:?} is not a number"))?;
         if id == 0 || addr.trim().is_empty() || !addr.contains(':') {
             anyhow::bail!("--initial-cluster entry {part:?} is not id=host:port");
         }
@@ -273,20 +326,42 @@ mod tests {
     fn flags_win_over_the_file_and_defaults_fill_the_rest() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
-        std::fs::write(&path, "node-id = 3\ndata-dir = \"/tmp/x\"\ninsecure = true\nheartbeat-ms = 40\n").unwrap();
-        let cli = ServerOptions { config: Some(path.clone()), node_id: Some(5), ..Default::default() };
+        std::fs::write(
+            &path,
+            "node-id = 3\ndata-dir = \"/tmp/x\"\ninsecure = true\nheartbeat-ms = 40\n",
+        )
+        .unwrap();
+        let cli = ServerOptions {
+            config: Some(path.clone()),
+            node_id: Some(5),
+            ..Default::default()
+        };
         let c = cli.resolve().unwrap();
         assert_eq!(c.node_id, 5);
         assert_eq!(c.raft.heartbeat_ms, 40);
         assert_eq!(c.raft.election_min_ms, 150);
         std::fs::write(&path, "node-idd = 3\n").unwrap();
-        assert!(ServerOptions { config: Some(path), ..Default::default() }.resolve().is_err());
+        assert!(ServerOptions {
+            config: Some(path),
+            ..Default::default()
+        }
+        .resolve()
+        .is_err());
     }
 
     #[test]
     fn tls_is_required_unless_insecure() {
-        let base = ServerOptions { node_id: Some(1), data_dir: Some("/tmp/x".into()), ..Default::default() };
+        let base = ServerOptions {
+            node_id: Some(1),
+            data_dir: Some("/tmp/x".into()),
+            ..Default::default()
+        };
         assert!(base.clone().resolve().is_err());
-        assert!(ServerOptions { insecure: Some(true), ..base }.resolve().is_ok());
+        assert!(ServerOptions {
+            insecure: Some(true),
+            ..base
+        }
+        .resolve()
+        .is_ok());
     }
 }

@@ -33,7 +33,9 @@ pub struct DevArgs {
 
 async fn bind(port: u16) -> anyhow::Result<TcpListener> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    TcpListener::bind(addr).await.with_context(|| format!("cannot bind {addr} (is another certplane running? try --base-port 0)"))
+    TcpListener::bind(addr).await.with_context(|| {
+        format!("cannot bind {addr} (is another certplane running? try --base-port 0)")
+    })
 }
 
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
@@ -42,7 +44,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     }
     let (root, ephemeral) = match &args.data_dir {
         Some(d) => (d.clone(), false),
-        None => (std::env::temp_dir().join(format!("certplane-dev-{}", std::process::id())), true),
+        None => (
+            std::env::temp_dir().join(format!("certplane-dev-{}", std::process::id())),
+            true,
+        ),
     };
     std::fs::create_dir_all(&root)?;
     let tls_dir = root.join("tls");
@@ -56,7 +61,11 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
 
     let mut listeners = Vec::new();
     for i in 0..args.nodes {
-        let base = if args.base_port == 0 { 0 } else { args.base_port + 10 * i as u16 };
+        let base = if args.base_port == 0 {
+            0
+        } else {
+            args.base_port + 10 * i as u16
+        };
         let api = bind(base).await?;
         let cluster = bind(if base == 0 { 0 } else { base + 1 }).await?;
         listeners.push((api, cluster));
@@ -99,14 +108,18 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let token_file = root.join("root-token");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let token = loop {
-        match first.post("/v1/sys/init", &serde_json::json!({}), None).await {
+        match first
+            .post("/v1/sys/init", &serde_json::json!({}), None)
+            .await
+        {
             Ok(v) => {
                 let token = v["root_token"].as_str().unwrap_or_default().to_string();
                 std::fs::write(&token_file, &token)?;
                 break token;
             }
             Err(e) if e.code == "already_initialized" => {
-                break std::fs::read_to_string(&token_file).unwrap_or_else(|_| "(printed when the cluster was first initialised)".into());
+                break std::fs::read_to_string(&token_file)
+                    .unwrap_or_else(|_| "(printed when the cluster was first initialised)".into());
             }
             Err(e) if e.retryable() && tokio::time::Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(200)).await;
@@ -115,9 +128,16 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         }
     };
 
-    println!("certplane dev cluster: {} node(s), data in {}", handles.len(), root.display());
+    println!(
+        "certplane dev cluster: {} node(s), data in {}",
+        handles.len(),
+        root.display()
+    );
     for h in &handles {
-        println!("  node {}  api {}  cluster {}", h.node.id, h.api_url, h.cluster_addr);
+        println!(
+            "  node {}  api {}  cluster {}",
+            h.node.id, h.api_url, h.cluster_addr
+        );
     }
     println!();
     println!("export CERTPLANE_ADDR={}", handles[0].api_url);

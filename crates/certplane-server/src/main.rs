@@ -6,7 +6,10 @@ fn main() {
     // One process-wide TLS crypto provider for the HTTP client and the cluster's gRPC.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let args = certplane_server::cli::Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

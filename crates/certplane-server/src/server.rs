@@ -52,7 +52,9 @@ pub fn metrics_handle() -> Option<PrometheusHandle> {
     HANDLE
         .get_or_init(|| {
             let recorder = metrics_exporter_prometheus::PrometheusBuilder::new()
-                .set_buckets(&[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0])
+                .set_buckets(&[
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                ])
                 .ok()?
                 .build_recorder();
             let handle = recorder.handle();
@@ -62,7 +64,11 @@ pub fn metrics_handle() -> Option<PrometheusHandle> {
         .clone()
 }
 
-pub async fn start_node(config: &ServerConfig, api_listener: TcpListener, cluster_listener: TcpListener) -> anyhow::Result<NodeHandle> {
+pub async fn start_node(
+    config: &ServerConfig,
+    api_listener: TcpListener,
+    cluster_listener: TcpListener,
+) -> anyhow::Result<NodeHandle> {
     start_node_with(config, api_listener, cluster_listener, None).await
 }
 
@@ -76,23 +82,39 @@ pub async fn start_node_with(
 ) -> anyhow::Result<NodeHandle> {
     let api_addr = api_listener.local_addr()?;
     let cluster_addr = cluster_listener.local_addr()?;
-    let advertise_api = config.advertise_api.clone().unwrap_or_else(|| format!("http://{api_addr}"));
-    let advertise_cluster = config.advertise_cluster.clone().unwrap_or_else(|| cluster_addr.to_string());
+    let advertise_api = config
+        .advertise_api
+        .clone()
+        .unwrap_or_else(|| format!("http://{api_addr}"));
+    let advertise_cluster = config
+        .advertise_cluster
+        .clone()
+        .unwrap_or_else(|| cluster_addr.to_string());
     let tls = match &config.tls {
-        Some(files) => Some(ClusterTls::load(&files.ca, &files.cert, &files.key).context("loading cluster TLS files")?),
+        Some(files) => Some(
+            ClusterTls::load(&files.ca, &files.cert, &files.key)
+                .context("loading cluster TLS files")?,
+        ),
         None => {
             tracing::warn!("--insecure: node-to-node traffic is PLAINTEXT and unauthenticated. Never use this outside development.");
             None
         }
     };
     let kek = match &config.kek_file {
-        Some(path) => Some(Arc::new(Kek::load(path).with_context(|| format!("loading --kek-file {}", path.display()))?)),
+        Some(path) => {
+            Some(Arc::new(Kek::load(path).with_context(|| {
+                format!("loading --kek-file {}", path.display())
+            })?))
+        }
         None => None,
     };
     let mut opts = NodeOptions::new(
         config.node_id,
         &config.data_dir,
-        NodeInfo { cluster_addr: advertise_cluster.clone(), api_addr: advertise_api.clone() },
+        NodeInfo {
+            cluster_addr: advertise_cluster.clone(),
+            api_addr: advertise_api.clone(),
+        },
     );
     opts.tls = tls;
     opts.heartbeat_ms = config.raft.heartbeat_ms;
@@ -101,17 +123,27 @@ pub async fn start_node_with(
     opts.snapshot_every = config.raft.snapshot_every;
     opts.keep_after_snapshot = config.raft.keep_after_snapshot;
     opts.channels = channels;
-    let node = RaftNode::start(opts, cluster_listener).await.context("starting the raft node")?;
+    let node = RaftNode::start(opts, cluster_listener)
+        .await
+        .context("starting the raft node")?;
 
     let (stop, stop_rx) = watch::channel(false);
-    let state = AppState { node: node.clone(), kek, max_body_bytes: config.max_body_bytes, metrics: metrics_handle() };
+    let state = AppState {
+        node: node.clone(),
+        kek,
+        max_body_bytes: config.max_body_bytes,
+        metrics: metrics_handle(),
+    };
     let app = api::router(state);
     let mut api_stop = stop_rx.clone();
     let api_task = tokio::spawn(async move {
         let shutdown = async move {
             let _ = api_stop.wait_for(|s| *s).await;
         };
-        if let Err(e) = axum::serve(api_listener, app).with_graceful_shutdown(shutdown).await {
+        if let Err(e) = axum::serve(api_listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
             tracing::error!(error = %e, "API server stopped");
         }
     });
@@ -124,19 +156,42 @@ pub async fn start_node_with(
                 .initial_cluster
                 .iter()
                 .map(|(id, addr)| {
-                    let api = if *id == config.node_id { advertise_api.clone() } else { String::new() };
-                    (*id, NodeInfo { cluster_addr: addr.clone(), api_addr: api })
+                    let api = if *id == config.node_id {
+                        advertise_api.clone()
+                    } else {
+                        String::new()
+                    };
+                    (
+                        *id,
+                        NodeInfo {
+                            cluster_addr: addr.clone(),
+                            api_addr: api,
+                        },
+                    )
                 })
                 .collect();
-            if node.bootstrap(members).await.map_err(|e| anyhow::anyhow!("bootstrap failed: {e}"))? {
+            if node
+                .bootstrap(members)
+                .await
+                .map_err(|e| anyhow::anyhow!("bootstrap failed: {e}"))?
+            {
                 tracing::info!(members = ?config.initial_cluster, "initialised a new cluster");
             }
         }
-        background.push(tokio::spawn(register_api_addr(node.clone(), stop_rx.clone())));
+        background.push(tokio::spawn(register_api_addr(
+            node.clone(),
+            stop_rx.clone(),
+        )));
     } else if let Some(join_url) = &config.join {
         if !node.is_initialized().await {
-            let token = config.join_token.clone().context("--join needs --join-token (an operator or admin token)")?;
-            let info = NodeInfo { cluster_addr: advertise_cluster, api_addr: advertise_api.clone() };
+            let token = config
+                .join_token
+                .clone()
+                .context("--join needs --join-token (an operator or admin token)")?;
+            let info = NodeInfo {
+                cluster_addr: advertise_cluster,
+                api_addr: advertise_api.clone(),
+            };
             background.push(tokio::spawn(join_cluster(
                 join_url.clone(),
                 token,
@@ -146,7 +201,15 @@ pub async fn start_node_with(
             )));
         }
     }
-    Ok(NodeHandle { node, api_addr, cluster_addr, api_url: advertise_api, api_task: Some(api_task), background, stop })
+    Ok(NodeHandle {
+        node,
+        api_addr,
+        cluster_addr,
+        api_url: advertise_api,
+        api_task: Some(api_task),
+        background,
+        stop,
+    })
 }
 
 /// Static bootstrap knows only cluster addresses: once a leader exists, each node records its own
@@ -157,13 +220,26 @@ async fn register_api_addr(node: Arc<RaftNode>, mut stop: watch::Receiver<bool>)
         let recorded = {
             let m = metrics.borrow_watched();
             m.current_leader.is_some()
-                && m.membership_config.membership().get_node(&node.id).map(|n| n.api_addr.as_str()) == Some(node.advertise.api_addr.as_str())
+                && m.membership_config
+                    .membership()
+                    .get_node(&node.id)
+                    .map(|n| n.api_addr.as_str())
+                    == Some(node.advertise.api_addr.as_str())
         };
         if recorded {
             return;
         }
         let leader_known = metrics.borrow_watched().current_leader.is_some();
-        if leader_known && node.raft.metrics().borrow_watched().membership_config.membership().get_node(&node.id).is_some() {
+        if leader_known
+            && node
+                .raft
+                .metrics()
+                .borrow_watched()
+                .membership_config
+                .membership()
+                .get_node(&node.id)
+                .is_some()
+        {
             if let Err(e) = node.set_node_info(node.advertise.clone()).await {
                 tracing::debug!(error = %e, "recording this node's API address; will retry");
             }
@@ -200,7 +276,9 @@ async fn join_cluster(url: String, token: String, id: u64, info: NodeInfo, voter
 
 /// Run `certplane server` until SIGINT/SIGTERM.
 pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
-    let api = TcpListener::bind(config.api_addr).await.with_context(|| format!("binding --api-addr {}", config.api_addr))?;
+    let api = TcpListener::bind(config.api_addr)
+        .await
+        .with_context(|| format!("binding --api-addr {}", config.api_addr))?;
     let cluster = TcpListener::bind(config.cluster_addr)
         .await
         .with_context(|| format!("binding --cluster-addr {}", config.cluster_addr))?;

@@ -9,8 +9,8 @@ use serde::Deserialize;
 
 use super::certificates::read_barrier;
 use super::error::{ApiError, ApiResult};
-use super::openapi::ErrorResponse;
 use super::extract::{ApiQuery, Auth, Consistency};
+use super::openapi::ErrorResponse;
 use super::view::PageView;
 use super::{blocking, AppState};
 
@@ -34,7 +34,9 @@ fn require_auditor(p: &certplane_core::Principal) -> ApiResult<()> {
     if p.has_role(Role::Auditor) || p.has_role(Role::Operator) {
         Ok(())
     } else {
-        Err(ApiError::forbidden("reading the audit trail needs the auditor role"))
+        Err(ApiError::forbidden(
+            "reading the audit trail needs the auditor role",
+        ))
     }
 }
 
@@ -64,15 +66,24 @@ pub async fn list(
         })
     })
     .await?;
-    Ok(Json(PageView { items: page.items, next_cursor: page.next_cursor }))
+    Ok(Json(PageView {
+        items: page.items,
+        next_cursor: page.next_cursor,
+    }))
 }
 
 /// Walk the whole chain on this node and report the first broken link.
 #[utoipa::path(get, path = "/v1/audit/verify", tag = "audit", security(("bearer" = [])), responses((status = 200, description = "Chain verification: ok, records checked, first broken link"), (status = 400, description = "Invalid request", body = ErrorResponse), (status = 401, description = "Missing or invalid token", body = ErrorResponse), (status = 503, description = "No leader or node unavailable; retry", body = ErrorResponse)))]
-pub async fn verify(State(state): State<AppState>, Auth(p): Auth, consistency: Consistency) -> ApiResult<Json<ChainVerification>> {
+pub async fn verify(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    consistency: Consistency,
+) -> ApiResult<Json<ChainVerification>> {
     require_auditor(&p)?;
     read_barrier(&state, consistency).await?;
     let view = state.node.view();
-    let report = blocking(move || verify_chain(&view).map_err(|e| ApiError::unavailable(e.to_string()))).await?;
+    let report =
+        blocking(move || verify_chain(&view).map_err(|e| ApiError::unavailable(e.to_string())))
+            .await?;
     Ok(Json(report))
 }

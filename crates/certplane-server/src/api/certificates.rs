@@ -7,13 +7,15 @@ use axum::http::StatusCode;
 use axum::Json;
 use certplane_core::certificate::CertificateDetails;
 use certplane_core::query::{list_certificates, CertificateFilter, StatusFilter};
-use certplane_core::{Applied, Command, EncryptedKey, ImportCertificate, Principal, Proposal, Role, Timestamp};
+use certplane_core::{
+    Applied, Command, EncryptedKey, ImportCertificate, Principal, Proposal, Role, Timestamp,
+};
 use certplane_pki::inspect::{key_matches_certificate, parse_chain_pem, parse_private_key_pem};
 use serde::Deserialize;
 
 use super::error::{ApiError, ApiResult};
-use super::openapi::ErrorResponse;
 use super::extract::{request_hash, ApiJson, ApiQuery, Auth, Consistency, IdempotencyKey};
+use super::openapi::ErrorResponse;
 use super::view::{CertificateView, PageView};
 use super::{blocking, now_ms, AppState};
 
@@ -46,7 +48,10 @@ pub fn check_zone(zone: &str) -> ApiResult<()> {
     let valid = !zone.is_empty()
         && zone.len() <= 256
         && zone.split('/').all(|seg| {
-            !seg.is_empty() && seg.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+            !seg.is_empty()
+                && seg
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
         });
     if !valid {
         return Err(ApiError::bad_request(
@@ -61,7 +66,10 @@ fn require_any(principal: &Principal, roles: &[Role]) -> ApiResult<()> {
     if roles.iter().any(|r| principal.has_role(*r)) {
         Ok(())
     } else {
-        Err(ApiError::forbidden(format!("principal {} lacks a role for this operation", principal.id)))
+        Err(ApiError::forbidden(format!(
+            "principal {} lacks a role for this operation",
+            principal.id
+        )))
     }
 }
 
@@ -71,9 +79,11 @@ pub fn record_id(fingerprint: &str) -> String {
 
 fn pki_error(e: certplane_pki::PkiError) -> ApiError {
     match e.kind() {
-        certplane_pki::PkiErrorKind::TooLarge => {
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "certificate_too_large", e.to_string())
-        }
+        certplane_pki::PkiErrorKind::TooLarge => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "certificate_too_large",
+            e.to_string(),
+        ),
         _ => ApiError::bad_request("invalid_certificate", e.to_string()),
     }
 }
@@ -94,7 +104,10 @@ pub async fn import(
     for (k, v) in &req.tags {
         check_text("tag name", k, 128)?;
         if v.len() > 512 || v.chars().any(|c| c.is_control()) {
-            return Err(ApiError::bad_request("invalid_argument", format!("tag {k}: values are at most 512 characters")));
+            return Err(ApiError::bad_request(
+                "invalid_argument",
+                format!("tag {k}: values are at most 512 characters"),
+            ));
         }
     }
     let chain = parse_chain_pem(&req.chain_pem).map_err(pki_error)?;
@@ -103,11 +116,20 @@ pub async fn import(
         None => None,
         Some(pem) => {
             let kek = state.kek.as_ref().ok_or_else(|| {
-                ApiError::bad_request("no_key_encryption_key", "this cluster was started without --kek-file and cannot store private keys")
+                ApiError::bad_request(
+                    "no_key_encryption_key",
+                    "this cluster was started without --kek-file and cannot store private keys",
+                )
             })?;
-            let key = parse_private_key_pem(pem).map_err(|e| ApiError::bad_request("invalid_private_key", e.to_string()))?;
-            if !key_matches_certificate(&key, &chain.leaf_der).map_err(|e| ApiError::bad_request("invalid_private_key", e.to_string()))? {
-                return Err(ApiError::bad_request("key_mismatch", "the private key does not belong to the leaf certificate"));
+            let key = parse_private_key_pem(pem)
+                .map_err(|e| ApiError::bad_request("invalid_private_key", e.to_string()))?;
+            if !key_matches_certificate(&key, &chain.leaf_der)
+                .map_err(|e| ApiError::bad_request("invalid_private_key", e.to_string()))?
+            {
+                return Err(ApiError::bad_request(
+                    "key_mismatch",
+                    "the private key does not belong to the leaf certificate",
+                ));
             }
             let sealed = certplane_pki::seal(kek, key.der(), leaf.fingerprint_sha256.as_bytes())
                 .map_err(|e| ApiError::unavailable(format!("cannot seal the private key: {e}")))?;
@@ -137,7 +159,10 @@ pub async fn import(
     };
     for name in details.names() {
         if name.contains('\0') {
-            return Err(ApiError::bad_request("invalid_certificate", "certificate names may not contain NUL"));
+            return Err(ApiError::bad_request(
+                "invalid_certificate",
+                "certificate names may not contain NUL",
+            ));
         }
     }
     let command = Command::ImportCertificate(Box::new(ImportCertificate {
@@ -149,15 +174,24 @@ pub async fn import(
         tags: req.tags,
         private_key,
     }));
-    let hash = idem.as_ref().map(|_| request_hash("POST /v1/certificates/import", &raw));
-    let proposal = Proposal::new(Timestamp(now_ms()), principal, command).with_idempotency(idem, hash);
+    let hash = idem
+        .as_ref()
+        .map(|_| request_hash("POST /v1/certificates/import", &raw));
+    let proposal =
+        Proposal::new(Timestamp(now_ms()), principal, command).with_idempotency(idem, hash);
     let outcome = state.node.write(proposal).await?;
     match outcome.result.map_err(ApiError::from)? {
         Applied::CertificateImported { record, created } => {
-            let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+            let status = if created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
             Ok((status, Json(CertificateView::new(*record, now_ms()))))
         }
-        other => Err(ApiError::unavailable(format!("unexpected outcome {other:?}"))),
+        other => Err(ApiError::unavailable(format!(
+            "unexpected outcome {other:?}"
+        ))),
     }
 }
 
@@ -217,7 +251,10 @@ pub async fn list(
     let expiring_before = match &q.expiring_within {
         Some(d) => {
             let ms = parse_duration_ms(d).ok_or_else(|| {
-                ApiError::bad_request("invalid_query", "expiring_within must look like 30d, 12h, 45m or 90s")
+                ApiError::bad_request(
+                    "invalid_query",
+                    "expiring_within must look like 30d, 12h, 45m or 90s",
+                )
             })?;
             Some(Timestamp(now.saturating_add(ms)))
         }
@@ -239,21 +276,36 @@ pub async fn list(
     let limit = q.limit.unwrap_or(100);
     let cursor = q.cursor;
     let page = blocking(move || {
-        list_certificates(&view, &filter, cursor.as_deref(), limit, Timestamp(now)).map_err(|e| match e {
-            certplane_core::query::QueryError::InvalidArgument(m) => ApiError::bad_request("invalid_query", m),
-            certplane_core::query::QueryError::Core(e) => ApiError::unavailable(e.to_string()),
+        list_certificates(&view, &filter, cursor.as_deref(), limit, Timestamp(now)).map_err(|e| {
+            match e {
+                certplane_core::query::QueryError::InvalidArgument(m) => {
+                    ApiError::bad_request("invalid_query", m)
+                }
+                certplane_core::query::QueryError::Core(e) => ApiError::unavailable(e.to_string()),
+            }
         })
     })
     .await?;
     Ok(Json(PageView {
-        items: page.items.into_iter().map(|r| CertificateView::new(r, now)).collect(),
+        items: page
+            .items
+            .into_iter()
+            .map(|r| CertificateView::new(r, now))
+            .collect(),
         next_cursor: page.next_cursor,
     }))
 }
 
 fn check_id(id: &str) -> ApiResult<()> {
-    if id.is_empty() || id.len() > 128 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
-        return Err(ApiError::not_found(format!("no certificate with id {id:?}")));
+    if id.is_empty()
+        || id.len() > 128
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return Err(ApiError::not_found(format!(
+            "no certificate with id {id:?}"
+        )));
     }
     Ok(())
 }
@@ -270,7 +322,8 @@ pub async fn get_one(
     let view = state.node.view();
     let lookup = id.clone();
     let record = blocking(move || {
-        certplane_core::apply::get_certificate(&view, &lookup).map_err(|e| ApiError::unavailable(e.to_string()))
+        certplane_core::apply::get_certificate(&view, &lookup)
+            .map_err(|e| ApiError::unavailable(e.to_string()))
     })
     .await?
     .ok_or_else(|| ApiError::not_found(format!("no certificate with id {id}")))?;
@@ -296,13 +349,27 @@ pub async fn retire(
     if let Some(reason) = &q.reason {
         check_text("reason", reason, 512)?;
     }
-    let hash = idem.as_ref().map(|_| request_hash(&format!("DELETE /v1/certificates/{id}"), q.reason.as_deref().unwrap_or("").as_bytes()));
-    let proposal = Proposal::new(Timestamp(now_ms()), principal, Command::RetireCertificate { id, reason: q.reason })
-        .with_idempotency(idem, hash);
+    let hash = idem.as_ref().map(|_| {
+        request_hash(
+            &format!("DELETE /v1/certificates/{id}"),
+            q.reason.as_deref().unwrap_or("").as_bytes(),
+        )
+    });
+    let proposal = Proposal::new(
+        Timestamp(now_ms()),
+        principal,
+        Command::RetireCertificate {
+            id,
+            reason: q.reason,
+        },
+    )
+    .with_idempotency(idem, hash);
     let outcome = state.node.write(proposal).await?;
     match outcome.result.map_err(ApiError::from)? {
         Applied::CertificateRetired { record } => Ok(Json(CertificateView::new(*record, now_ms()))),
-        other => Err(ApiError::unavailable(format!("unexpected outcome {other:?}"))),
+        other => Err(ApiError::unavailable(format!(
+            "unexpected outcome {other:?}"
+        ))),
     }
 }
 

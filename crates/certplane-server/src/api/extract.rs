@@ -23,11 +23,18 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
             if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::too_large(limit)
             } else {
-                ApiError::bad_request("malformed_body", format!("cannot read the request body: {e}"))
+                ApiError::bad_request(
+                    "malformed_body",
+                    format!("cannot read the request body: {e}"),
+                )
             }
         })?;
-        let value = serde_json::from_slice(&bytes)
-            .map_err(|e| ApiError::bad_request("malformed_json", format!("the body is not valid JSON for this request: {e}")))?;
+        let value = serde_json::from_slice(&bytes).map_err(|e| {
+            ApiError::bad_request(
+                "malformed_json",
+                format!("the body is not valid JSON for this request: {e}"),
+            )
+        })?;
         Ok(ApiJson(value, bytes))
     }
 }
@@ -56,22 +63,32 @@ pub fn hash_secret(secret: &str) -> String {
 impl FromRequestParts<AppState> for Auth {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let header = parts
             .headers
             .get(axum::http::header::AUTHORIZATION)
-            .ok_or_else(|| ApiError::unauthorized("missing bearer token: send Authorization: Bearer <token>"))?;
-        let value = header.to_str().map_err(|_| ApiError::unauthorized("the Authorization header is not ASCII"))?;
+            .ok_or_else(|| {
+                ApiError::unauthorized("missing bearer token: send Authorization: Bearer <token>")
+            })?;
+        let value = header
+            .to_str()
+            .map_err(|_| ApiError::unauthorized("the Authorization header is not ASCII"))?;
         let secret = value
             .strip_prefix("Bearer ")
             .or_else(|| value.strip_prefix("bearer "))
             .map(str::trim)
             .filter(|s| !s.is_empty() && s.len() <= 256)
-            .ok_or_else(|| ApiError::unauthorized("the Authorization header must be `Bearer <token>`"))?;
-        let token = certplane_core::apply::token_by_secret_hash(&state.node.view(), &hash_secret(secret))
-            .map_err(|e| ApiError::unavailable(format!("cannot read tokens: {e}")))?
-            .filter(|t| t.revoked_at.is_none())
-            .ok_or_else(|| ApiError::unauthorized("the bearer token is not valid"))?;
+            .ok_or_else(|| {
+                ApiError::unauthorized("the Authorization header must be `Bearer <token>`")
+            })?;
+        let token =
+            certplane_core::apply::token_by_secret_hash(&state.node.view(), &hash_secret(secret))
+                .map_err(|e| ApiError::unavailable(format!("cannot read tokens: {e}")))?
+                .filter(|t| t.revoked_at.is_none())
+                .ok_or_else(|| ApiError::unauthorized("the bearer token is not valid"))?;
         Ok(Auth(token.principal()))
     }
 }
@@ -95,7 +112,9 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
         let key = value.to_str().map_err(|_| bad())?;
         let valid = !key.is_empty()
             && key.len() <= 128
-            && key.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
+            && key
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
         if !valid {
             return Err(bad());
         }

@@ -43,21 +43,33 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/sys/cluster", get(sys::cluster))
         .route("/v1/sys/cluster/members", post(sys::add_member))
         .route("/v1/sys/cluster/members/{id}", delete(sys::remove_member))
-        .route("/v1/sys/cluster/transfer-leader", post(sys::transfer_leader))
+        .route(
+            "/v1/sys/cluster/transfer-leader",
+            post(sys::transfer_leader),
+        )
         .route("/v1/sys/snapshot", get(sys::snapshot))
         .route("/v1/certificates", get(certificates::list))
         .route("/v1/certificates/import", post(certificates::import))
-        .route("/v1/certificates/{id}", get(certificates::get_one).delete(certificates::retire))
+        .route(
+            "/v1/certificates/{id}",
+            get(certificates::get_one).delete(certificates::retire),
+        )
         .route("/v1/audit", get(audit::list))
         .route("/v1/audit/verify", get(audit::verify))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async {
-            ApiError::new(axum::http::StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this endpoint does not accept that method")
+            ApiError::new(
+                axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this endpoint does not accept that method",
+            )
         })
         .layer(DefaultBodyLimit::max(limit))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
             // A panic is a bug; the node keeps serving and the client may retry.
-            axum::response::IntoResponse::into_response(ApiError::unavailable("internal error; the request was not applied"))
+            axum::response::IntoResponse::into_response(ApiError::unavailable(
+                "internal error; the request was not applied",
+            ))
         }))
         .with_state(state)
 }
@@ -68,23 +80,36 @@ impl From<ForwardError> for ApiError {
         match e {
             ForwardError::BadRequest(m) => ApiError::bad_request("invalid_argument", m),
             // Not committed (e.g. discarded by a leader change, or a membership change in flight).
-            ForwardError::Raft(m) => ApiError::unavailable(format!("the cluster did not apply the request: {m}")),
-            ForwardError::NotLeader { .. } | ForwardError::Timeout => {
-                ApiError::unavailable("no leader is available right now; retry with the same Idempotency-Key")
+            ForwardError::Raft(m) => {
+                ApiError::unavailable(format!("the cluster did not apply the request: {m}"))
             }
-            ForwardError::Unreachable(m) => ApiError::unavailable(format!("the leader is unreachable: {m}")),
-            ForwardError::Fatal(m) => ApiError::unavailable(format!("this node has stopped replicating: {m}")),
+            ForwardError::NotLeader { .. } | ForwardError::Timeout => ApiError::unavailable(
+                "no leader is available right now; retry with the same Idempotency-Key",
+            ),
+            ForwardError::Unreachable(m) => {
+                ApiError::unavailable(format!("the leader is unreachable: {m}"))
+            }
+            ForwardError::Fatal(m) => {
+                ApiError::unavailable(format!("this node has stopped replicating: {m}"))
+            }
         }
     }
 }
 
 /// Run blocking storage work (RocksDB scans) off the async workers.
-pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ApiError> + Send + 'static) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f).await.map_err(|_| ApiError::unavailable("the request was interrupted"))?
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|_| ApiError::unavailable("the request was interrupted"))?
 }
 
 pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }

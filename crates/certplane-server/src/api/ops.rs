@@ -27,7 +27,11 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         "applied_index": status.applied_index,
         "committed_index": status.committed_index,
     });
-    let code = if state.node.is_ready() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let code = if state.node.is_ready() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (code, Json(body)).into_response()
 }
 
@@ -39,13 +43,18 @@ const MAX_BUCKET_SCAN: usize = 1_000_000;
 
 fn inventory_gauges(view: &impl StateRead, now: i64) -> Result<(), certplane_core::CoreError> {
     let counts = certplane_core::apply::counts(view)?;
-    metrics::gauge!("certplane_inventory_certificates", "status" => "active").set(counts.active as f64);
-    metrics::gauge!("certplane_inventory_certificates", "status" => "retired").set(counts.retired as f64);
+    metrics::gauge!("certplane_inventory_certificates", "status" => "active")
+        .set(counts.active as f64);
+    metrics::gauge!("certplane_inventory_certificates", "status" => "retired")
+        .set(counts.retired as f64);
     let horizon = time_bytes(Timestamp(now + 90 * DAY_MS));
     let keys = view.scan(Keyspace::ByExpiry, &[], &horizon, MAX_BUCKET_SCAN)?;
     for (label, days) in BUCKETS {
         let bound = time_bytes(Timestamp(now + days * DAY_MS));
-        let n = keys.iter().filter(|(k, _)| k.get(..8).is_some_and(|t| t < &bound[..])).count();
+        let n = keys
+            .iter()
+            .filter(|(k, _)| k.get(..8).is_some_and(|t| t < &bound[..]))
+            .count();
         metrics::gauge!("certplane_inventory_expiring", "within" => label).set(n as f64);
     }
     Ok(())
@@ -55,9 +64,17 @@ fn inventory_gauges(view: &impl StateRead, now: i64) -> Result<(), certplane_cor
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let view = state.node.view();
     let now = now_ms();
-    if let Err(e) = blocking(move || inventory_gauges(&view, now).map_err(|e| ApiError::unavailable(e.to_string()))).await {
+    if let Err(e) = blocking(move || {
+        inventory_gauges(&view, now).map_err(|e| ApiError::unavailable(e.to_string()))
+    })
+    .await
+    {
         return e.into_response();
     }
-    let body = state.metrics.as_ref().map(|h| h.render()).unwrap_or_default();
+    let body = state
+        .metrics
+        .as_ref()
+        .map(|h| h.render())
+        .unwrap_or_default();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }

@@ -14,8 +14,8 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
 use super::error::{ApiError, ApiResult};
-use super::openapi::ErrorResponse;
 use super::extract::{hash_secret, ApiJson, Auth, Consistency};
+use super::openapi::ErrorResponse;
 use super::{blocking, now_ms, AppState};
 
 fn random_hex(bytes: usize) -> String {
@@ -28,7 +28,10 @@ fn random_hex(bytes: usize) -> String {
 pub fn new_secret() -> String {
     let mut buf = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut buf);
-    format!("cpt_{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf))
+    format!(
+        "cpt_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf)
+    )
 }
 
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
@@ -53,11 +56,23 @@ pub async fn init(State(state): State<AppState>) -> ApiResult<(StatusCode, Json<
         revoked_at: None,
     };
     let token_id = token.id.clone();
-    let proposal = Proposal::new(Timestamp(now_ms()), Principal::bootstrap(), Command::Initialize { root_token: token });
+    let proposal = Proposal::new(
+        Timestamp(now_ms()),
+        Principal::bootstrap(),
+        Command::Initialize { root_token: token },
+    );
     let outcome = state.node.write(proposal).await?;
     match outcome.result.map_err(ApiError::from)? {
-        Applied::Initialized { .. } => Ok((StatusCode::CREATED, Json(InitResponse { root_token: secret, token_id }))),
-        other => Err(ApiError::unavailable(format!("unexpected outcome {other:?}"))),
+        Applied::Initialized { .. } => Ok((
+            StatusCode::CREATED,
+            Json(InitResponse {
+                root_token: secret,
+                token_id,
+            }),
+        )),
+        other => Err(ApiError::unavailable(format!(
+            "unexpected outcome {other:?}"
+        ))),
     }
 }
 
@@ -65,7 +80,9 @@ fn require(principal: &Principal, role: Role) -> ApiResult<()> {
     if principal.has_role(role) {
         Ok(())
     } else {
-        Err(ApiError::forbidden(format!("this operation needs the {role:?} role")))
+        Err(ApiError::forbidden(format!(
+            "this operation needs the {role:?} role"
+        )))
     }
 }
 
@@ -83,7 +100,10 @@ pub struct NodeReport {
 
 /// This node's local view (never forwarded): used to compare nodes.
 #[utoipa::path(get, path = "/v1/sys/node", tag = "sys", security(("bearer" = [])), responses((status = 200, description = "This node's local view: indexes, state digest, audit head, counts"), (status = 400, description = "Invalid request", body = ErrorResponse), (status = 401, description = "Missing or invalid token", body = ErrorResponse), (status = 503, description = "No leader or node unavailable; retry", body = ErrorResponse)))]
-pub async fn node_status(State(state): State<AppState>, Auth(_p): Auth) -> ApiResult<Json<NodeReport>> {
+pub async fn node_status(
+    State(state): State<AppState>,
+    Auth(_p): Auth,
+) -> ApiResult<Json<NodeReport>> {
     let view = state.node.view();
     let (digest, head, counts, initialized) = blocking(move || {
         let err = |e: certplane_core::CoreError| ApiError::unavailable(e.to_string());
@@ -115,11 +135,19 @@ pub struct ClusterView {
 }
 
 #[utoipa::path(get, path = "/v1/sys/cluster", tag = "sys", security(("bearer" = [])), responses((status = 200, description = "Members, leader, indexes, replication lag (leader)"), (status = 400, description = "Invalid request", body = ErrorResponse), (status = 401, description = "Missing or invalid token", body = ErrorResponse), (status = 503, description = "No leader or node unavailable; retry", body = ErrorResponse)))]
-pub async fn cluster(State(state): State<AppState>, Auth(_p): Auth) -> ApiResult<Json<ClusterView>> {
+pub async fn cluster(
+    State(state): State<AppState>,
+    Auth(_p): Auth,
+) -> ApiResult<Json<ClusterView>> {
     let status = state.node.status();
-    let leader_api_addr =
-        status.leader.and_then(|l| status.members.iter().find(|m| m.id == l)).map(|m| m.api_addr.clone());
-    Ok(Json(ClusterView { status, leader_api_addr }))
+    let leader_api_addr = status
+        .leader
+        .and_then(|l| status.members.iter().find(|m| m.id == l))
+        .map(|m| m.api_addr.clone());
+    Ok(Json(ClusterView {
+        status,
+        leader_api_addr,
+    }))
 }
 
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
@@ -150,14 +178,28 @@ pub async fn add_member(
 ) -> ApiResult<Json<MembershipResponse>> {
     require(&p, Role::Operator)?;
     if req.id == 0 || !req.cluster_addr.contains(':') || req.cluster_addr.len() > 256 {
-        return Err(ApiError::bad_request("invalid_argument", "id must be >= 1 and cluster_addr host:port"));
+        return Err(ApiError::bad_request(
+            "invalid_argument",
+            "id must be >= 1 and cluster_addr host:port",
+        ));
     }
-    if !(req.api_addr.starts_with("http://") || req.api_addr.starts_with("https://")) || req.api_addr.len() > 256 {
-        return Err(ApiError::bad_request("invalid_argument", "api_addr must be an http(s) URL"));
+    if !(req.api_addr.starts_with("http://") || req.api_addr.starts_with("https://"))
+        || req.api_addr.len() > 256
+    {
+        return Err(ApiError::bad_request(
+            "invalid_argument",
+            "api_addr must be an http(s) URL",
+        ));
     }
-    let node = NodeInfo { cluster_addr: req.cluster_addr, api_addr: req.api_addr };
+    let node = NodeInfo {
+        cluster_addr: req.cluster_addr,
+        api_addr: req.api_addr,
+    };
     let log_index = state.node.add_member(req.id, node, req.voter).await?;
-    Ok(Json(MembershipResponse { log_index, members: state.node.status().members }))
+    Ok(Json(MembershipResponse {
+        log_index,
+        members: state.node.status().members,
+    }))
 }
 
 #[utoipa::path(delete, path = "/v1/sys/cluster/members/{id}", tag = "sys", security(("bearer" = [])), params(("id" = u64, Path, description = "Node id")), responses((status = 200, description = "Removed"), (status = 404, description = "Not a member", body = ErrorResponse), (status = 400, description = "Invalid request", body = ErrorResponse), (status = 401, description = "Missing or invalid token", body = ErrorResponse), (status = 503, description = "No leader or node unavailable; retry", body = ErrorResponse)))]
@@ -167,12 +209,17 @@ pub async fn remove_member(
     Path(id): Path<String>,
 ) -> ApiResult<Json<MembershipResponse>> {
     require(&p, Role::Operator)?;
-    let id: u64 = id.parse().map_err(|_| ApiError::not_found(format!("no member {id:?}")))?;
+    let id: u64 = id
+        .parse()
+        .map_err(|_| ApiError::not_found(format!("no member {id:?}")))?;
     if !state.node.status().members.iter().any(|m| m.id == id) {
         return Err(ApiError::not_found(format!("node {id} is not a member")));
     }
     let log_index = state.node.remove_member(id).await?;
-    Ok(Json(MembershipResponse { log_index, members: state.node.status().members }))
+    Ok(Json(MembershipResponse {
+        log_index,
+        members: state.node.status().members,
+    }))
 }
 
 #[derive(Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
@@ -198,8 +245,12 @@ pub async fn transfer_leader(
     let req: TransferRequest = if body.iter().all(u8::is_ascii_whitespace) {
         TransferRequest::default()
     } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::bad_request("malformed_json", format!("the body is not valid JSON for this request: {e}")))?
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::bad_request(
+                "malformed_json",
+                format!("the body is not valid JSON for this request: {e}"),
+            )
+        })?
     };
     let from = state.node.status().leader;
     let to = state.node.transfer_leader(req.to).await?;
@@ -208,7 +259,11 @@ pub async fn transfer_leader(
 
 /// A consistent snapshot of the applied state, as a file download (see `certplane snapshot save`).
 #[utoipa::path(get, path = "/v1/sys/snapshot", tag = "sys", security(("bearer" = [])), responses((status = 200, description = "A consistent snapshot file", content_type = "application/octet-stream"), (status = 400, description = "Invalid request", body = ErrorResponse), (status = 401, description = "Missing or invalid token", body = ErrorResponse), (status = 503, description = "No leader or node unavailable; retry", body = ErrorResponse)))]
-pub async fn snapshot(State(state): State<AppState>, Auth(p): Auth, consistency: Consistency) -> ApiResult<Response> {
+pub async fn snapshot(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    consistency: Consistency,
+) -> ApiResult<Response> {
     require(&p, Role::Operator)?;
     super::certificates::read_barrier(&state, consistency).await?;
     let dir = state.node.data_dir().join("exports");
@@ -216,19 +271,29 @@ pub async fn snapshot(State(state): State<AppState>, Auth(p): Auth, consistency:
     let (file, header) = blocking(move || {
         std::fs::create_dir_all(&dir).map_err(|e| ApiError::unavailable(e.to_string()))?;
         let path = dir.join(format!("export-{}", random_hex(8)));
-        let (header, _) = sm.export_to(&path).map_err(|e| ApiError::unavailable(format!("snapshot failed: {e}")))?;
+        let (header, _) = sm
+            .export_to(&path)
+            .map_err(|e| ApiError::unavailable(format!("snapshot failed: {e}")))?;
         let file = std::fs::File::open(&path).map_err(|e| ApiError::unavailable(e.to_string()))?;
         // The open handle keeps the data readable; the name goes now so nothing is left behind.
         let _ = std::fs::remove_file(&path);
         Ok((file, header))
     })
     .await?;
-    let index = header.meta.last_log_id.as_ref().map(|l| l.index()).unwrap_or(0);
+    let index = header
+        .meta
+        .last_log_id
+        .as_ref()
+        .map(|l| l.index())
+        .unwrap_or(0);
     let stream = tokio_util::io::ReaderStream::new(tokio::fs::File::from_std(file));
     Ok((
         [
             (header::CONTENT_TYPE, "application/octet-stream".to_string()),
-            (header::CONTENT_DISPOSITION, format!("attachment; filename=\"certplane-{index}.snap\"")),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"certplane-{index}.snap\""),
+            ),
         ],
         Body::from_stream(stream),
     )
