@@ -65,6 +65,10 @@ pub fn router(state: AppState) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(
+            limit,
+            refuse_oversized,
+        ))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
             // A panic is a bug; the node keeps serving and the client may retry.
             axum::response::IntoResponse::into_response(ApiError::unavailable(
@@ -72,6 +76,38 @@ pub fn router(state: AppState) -> Router {
             ))
         }))
         .with_state(state)
+}
+
+/// Bodies declared larger than this are refused without reading them; smaller oversized ones are
+/// read and discarded first, so the client sees the 413 instead of a connection reset.
+const DRAIN_CAP: u64 = 64 * 1024 * 1024;
+
+/// Answer 413 to a body whose declared length exceeds the limit. Draining it before answering
+/// matters: closing a socket with unread data makes the kernel reset the connection, and a client
+/// still sending would lose the JSON error.
+async fn refuse_oversized(
+    axum::extract::State(limit): axum::extract::State<usize>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    use http_body_util::BodyExt;
+    let declared = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        Some(len) if len > limit as u64 => {
+            if len <= DRAIN_CAP {
+                let mut body = req.into_body();
+                let drain = async { while let Some(Ok(_)) = body.frame().await {} };
+                let _ = tokio::time::timeout(Duration::from_secs(10), drain).await;
+            }
+            ApiError::too_large(limit).into_response()
+        }
+        _ => next.run(req).await,
+    }
 }
 
 /// How a cluster-side failure reads to a client.
