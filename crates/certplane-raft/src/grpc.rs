@@ -27,7 +27,6 @@ use openraft::storage::RaftStateMachine;
 use openraft::vote::RaftLeaderId;
 use openraft::Snapshot;
 use tokio::io::AsyncWriteExt;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::server::Router;
 use tonic::transport::Server;
 use tonic::{Request, Response, Status, Streaming};
@@ -129,7 +128,12 @@ where
     SM: RaftStateMachine<TypeConfig, SnapshotData = SnapshotFile>,
 {
     router(service, tls.as_ref())?
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(
+            // TCP_NODELAY on every accepted socket: the builder's `tcp_nodelay` only covers sockets it
+            // binds itself, and with TLS, Nagle plus delayed ACKs adds ~40 ms to each response.
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            shutdown,
+        )
         .await
 }
 

@@ -114,8 +114,11 @@ pub struct TlsFiles {
     pub key: PathBuf,
 }
 
-/// Raft timing. The defaults are for a LAN: a 50 ms heartbeat and a 150–300 ms election timeout let
-/// a cluster elect a new leader well within 400 ms of losing one.
+/// Raft timing. The defaults are for a LAN. A follower honours its leader's lease for
+/// `election_max_ms` after the last heartbeat, so the first election timeout that fires inside the
+/// lease is skipped and the election starts at the second one: losing a leader costs about two
+/// random election timeouts. With 20 ms heartbeats and an 80–140 ms election timeout a new leader
+/// takes writes about 250–300 ms after the old one dies (docs/benchmarks.md has the measurements).
 #[derive(Debug, Clone, Copy)]
 pub struct RaftTiming {
     pub heartbeat_ms: u64,
@@ -339,7 +342,7 @@ mod tests {
         let c = cli.resolve().unwrap();
         assert_eq!(c.node_id, 5);
         assert_eq!(c.raft.heartbeat_ms, 40);
-        assert_eq!(c.raft.election_min_ms, 150);
+        assert_eq!(c.raft.election_min_ms, 80);
         std::fs::write(&path, "node-idd = 3\n").unwrap();
         assert!(ServerOptions {
             config: Some(path),

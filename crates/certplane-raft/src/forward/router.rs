@@ -50,7 +50,7 @@ struct LeaderView {
 
 /// After a failed attempt, how long to wait for the metrics to show a new leader before trying the
 /// same node again.
-const RETRY_AFTER_FAILURE: Duration = Duration::from_millis(200);
+const RETRY_AFTER_FAILURE: Duration = Duration::from_millis(25);
 
 impl<SM> Forwarder<SM>
 where
