@@ -902,27 +902,3 @@ mod tests {
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
     }
 }
-
-#[cfg(test)]
-mod tmp_suite {
-    use super::*;
-    use crate::sm_store::StateMachineStore;
-    use openraft::testing::log::{StoreBuilder, Suite};
-    use openraft::StorageError;
-
-    struct Builder;
-    impl StoreBuilder<TypeConfig, RocksLogStore, StateMachineStore, tempfile::TempDir> for Builder {
-        async fn build(&self) -> Result<(tempfile::TempDir, RocksLogStore, StateMachineStore), StorageError<TypeConfig>> {
-            let dir = tempfile::tempdir().unwrap();
-            let db = crate::db::open_db(&dir.path().join("db")).unwrap();
-            let sm = StateMachineStore::open(db.clone(), &dir.path().join("snapshots")).unwrap();
-            let log = RocksLogStore::new(db).unwrap();
-            Ok((dir, log, sm))
-        }
-    }
-
-    #[tokio::test(flavor = "multi_thread")]
-    async fn log_store_suite() {
-        Suite::test_all(Builder).await.unwrap();
-    }
-}

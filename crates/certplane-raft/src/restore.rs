@@ -99,8 +99,10 @@ pub async fn restore_data_dir(
     let db = open_db(&data_dir.join("db"))?;
     let sm = StateMachineStore::open(db.clone(), &data_dir.join("snapshots"))?;
     sm.install_snapshot_file(&staged)?;
-    let mut log = RocksLogStore::new(db)?;
+    let mut log = RocksLogStore::new(db.clone())?;
     log.save_committed(Some(log_id)).await?;
     log.purge(log_id).await?;
+    // The node has not run yet: make the purge marker and committed index durable before it does.
+    db.flush_wal(true).map_err(|e| crate::db::io_error("syncing the restored node", e))?;
     Ok(RestoreReport { records, index })
 }

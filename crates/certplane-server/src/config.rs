@@ -131,9 +131,9 @@ pub struct RaftTiming {
 impl Default for RaftTiming {
     fn default() -> Self {
         RaftTiming {
-            heartbeat_ms: 50,
-            election_min_ms: 150,
-            election_max_ms: 300,
+            heartbeat_ms: 20,
+            election_min_ms: 80,
+            election_max_ms: 140,
             snapshot_every: 10_000,
             keep_after_snapshot: 1_000,
         }
