@@ -161,5 +161,5 @@ async fn main() {
         ms(percentile(&gaps, 0.5)) / ms(steady_p50).max(0.001),
     );
     println!("{report}");
-    common::write_report(std::path::Path::new("target/bench-failover.md"), &report);
+    common::write_report("bench-failover.md", &report);
 }

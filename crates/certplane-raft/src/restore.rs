@@ -103,6 +103,7 @@ pub async fn restore_data_dir(
     log.save_committed(Some(log_id)).await?;
     log.purge(log_id).await?;
     // The node has not run yet: make the purge marker and committed index durable before it does.
-    db.flush_wal(true).map_err(|e| crate::db::io_error("syncing the restored node", e))?;
+    db.flush_wal(true)
+        .map_err(|e| crate::db::io_error("syncing the restored node", e))?;
     Ok(RestoreReport { records, index })
 }
