@@ -111,8 +111,5 @@ async fn main() {
         }
     }
     println!("{report}");
-    common::write_report(
-        std::path::Path::new("target/bench-import-throughput.md"),
-        &report,
-    );
+    common::write_report("bench-import-throughput.md", &report);
 }
