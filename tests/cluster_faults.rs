@@ -312,3 +312,38 @@ async fn snapshot_restore_into_a_new_cluster_reproduces_the_inventory() {
     assert_eq!(verify["ok"], true);
     restored.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn node_started_with_join_becomes_a_voter_and_catches_up() {
+    let mut cluster = TestCluster::start(3, |_| {}).await;
+    let certs = Certs::new();
+    let leader = cluster.leader().await;
+    let acked = import_many(&cluster, &certs, leader, "pre-join", 10).await;
+    // Join through a follower's API: the membership change is forwarded to the leader.
+    let follower = (1..=3).find(|id| *id != leader).expect("follower");
+    let (url, token) = (cluster.node(follower).url(), cluster.token.clone());
+    let new_id = cluster
+        .add_unstarted_node(|c| {
+            c.join = Some(url.clone());
+            c.join_token = Some(token.clone());
+        })
+        .await;
+    wait_for(
+        "the joined node to be a voter",
+        Duration::from_secs(30),
+        || async {
+            let (_, v) = cluster.get(leader, "/v1/sys/cluster").await;
+            v["members"]
+                .as_array()?
+                .iter()
+                .any(|m| m["id"] == new_id && m["voter"] == true)
+                .then_some(())
+        },
+    )
+    .await;
+    cluster.wait_converged().await;
+    assert_readable_everywhere(&cluster, &acked).await;
+    let (_, audit) = cluster.get(new_id, "/v1/audit/verify").await;
+    assert_eq!(audit["ok"], true);
+    cluster.shutdown().await;
+}

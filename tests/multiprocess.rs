@@ -338,3 +338,78 @@ async fn leader_sigkill_under_load_loses_no_acknowledged_import() {
         );
     }
 }
+
+/// The README's first command: `certplane dev` starts a cluster, prints the API URLs and an admin
+/// token that work, and stops cleanly (exit 0, temporary data removed) on Ctrl-C.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_cluster_starts_serves_and_stops_on_ctrl_c() {
+    use std::io::{BufRead, BufReader};
+    support::install_crypto();
+    let mut child = Command::new(BIN)
+        .args(["dev", "--nodes", "3", "--base-port", "0", "--log", "warn"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn certplane dev");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let (mut addr, mut token, mut data_dir) = (None, None, None);
+    while token.is_none() {
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("dev output");
+        if let Some(v) = line.strip_prefix("export CERTPLANE_ADDR=") {
+            addr = Some(v.to_string());
+        }
+        if let Some(v) = line.strip_prefix("export CERTPLANE_TOKEN=") {
+            token = Some(v.to_string());
+        }
+        if let Some(rest) = line.split("data in ").nth(1) {
+            data_dir = Some(PathBuf::from(rest.trim()));
+        }
+    }
+    let (addr, token) = (addr.expect("addr"), token.expect("token"));
+    let (code, status) = cli(&["cluster", "status"], &addr, &token);
+    assert_eq!(code, 0, "{status}");
+    assert_eq!(
+        status["members"].as_array().map(Vec::len),
+        Some(3),
+        "{status}"
+    );
+    let (code, _) = cli(&["audit", "verify"], &addr, &token);
+    assert_eq!(code, 0);
+
+    let pid = child.id().to_string();
+    let killed = Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .expect("kill -INT");
+    assert!(killed.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let exit = loop {
+        if let Some(exit) = child.try_wait().expect("wait") {
+            break exit;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "certplane dev did not stop on SIGINT"
+        );
+        std::thread::park_timeout(Duration::from_millis(50));
+    };
+    assert!(exit.success(), "certplane dev exited with {exit:?}");
+    if let Some(dir) = data_dir {
+        assert!(
+            !dir.exists(),
+            "the temporary data directory {} was left behind",
+            dir.display()
+        );
+    }
+}

@@ -8,6 +8,7 @@
 //! | `certplane_raft_last_log_index` | gauge | last log index |
 //! | `certplane_raft_applied_index` | gauge | last applied index |
 //! | `certplane_raft_replication_lag_entries` | gauge (label `peer`) | entries a member is behind (leader only) |
+//! | `certplane_raft_commit_seconds` | histogram | proposal to applied outcome, as the API sees it (forwarding included) |
 //! | `certplane_raft_apply_seconds` | histogram | time to apply and persist one batch |
 //! | `certplane_raft_log_fsync_seconds` | histogram | time of one log WAL sync |
 //! | `certplane_raft_snapshot_build_seconds` | histogram | time to build a snapshot |
