@@ -298,6 +298,19 @@ async fn bad_input_is_refused_clearly_and_loses_nothing() {
         }
     }
 
+    // The OpenAPI document is served and describes the endpoints.
+    let (status, doc) = send(http.get(format!("{url}/v1/openapi.json"))).await;
+    assert_eq!(status, 200);
+    for path in [
+        "/v1/certificates/import",
+        "/v1/certificates",
+        "/v1/audit/verify",
+        "/v1/sys/cluster/transfer-leader",
+    ] {
+        assert!(doc["paths"][path].is_object(), "openapi lacks {path}");
+    }
+    assert!(doc["components"]["schemas"]["ErrorResponse"].is_object());
+
     // The node still serves, and nothing was lost.
     let (status, v) = send(
         http.get(format!(

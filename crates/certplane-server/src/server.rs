@@ -276,6 +276,9 @@ async fn join_cluster(url: String, token: String, id: u64, info: NodeInfo, voter
 
 /// Run `certplane server` until SIGINT/SIGTERM.
 pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
+    if config.insecure {
+        eprintln!("WARNING: --insecure: node-to-node traffic is plaintext and unauthenticated. Development only.");
+    }
     let api = TcpListener::bind(config.api_addr)
         .await
         .with_context(|| format!("binding --api-addr {}", config.api_addr))?;
