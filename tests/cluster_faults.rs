@@ -310,6 +310,24 @@ async fn snapshot_restore_into_a_new_cluster_reproduces_the_inventory() {
     restored.wait_converged().await;
     let (_, verify) = restored.get(1, "/v1/audit/verify").await;
     assert_eq!(verify["ok"], true);
+    // Each restored member records its API URL, so clients can find every node.
+    wait_for(
+        "API URLs in the restored membership",
+        Duration::from_secs(20),
+        || async {
+            let (_, v) = restored.get(1, "/v1/sys/cluster").await;
+            let members = v["members"].as_array()?;
+            members
+                .iter()
+                .all(|m| {
+                    m["api_addr"]
+                        .as_str()
+                        .is_some_and(|a| a.starts_with("http://"))
+                })
+                .then_some(())
+        },
+    )
+    .await;
     restored.shutdown().await;
 }
 

@@ -226,11 +226,11 @@ impl RaftNode {
 
     /// Replicate a proposal through the leader and return its outcome once applied.
     pub async fn write(&self, proposal: Proposal) -> Result<Outcome, ForwardError> {
-        match self
-            .forwarder
-            .submit(ForwardRequest::Write(proposal))
-            .await?
-        {
+        let started = std::time::Instant::now();
+        let answer = self.forwarder.submit(ForwardRequest::Write(proposal)).await;
+        metrics::histogram!("certplane_raft_commit_seconds")
+            .record(started.elapsed().as_secs_f64());
+        match answer? {
             ForwardResponse::Written(outcome) => Ok(outcome),
             other => Err(ForwardError::Raft(format!(
                 "unexpected answer to a write: {other:?}"

@@ -140,7 +140,11 @@ pub async fn start_node_with(
         let shutdown = async move {
             let _ = api_stop.wait_for(|s| *s).await;
         };
-        if let Err(e) = axum::serve(api_listener, app)
+        // Without TCP_NODELAY a response written in pieces waits on the client's delayed ACK (~40 ms).
+        let listener = axum::serve::ListenerExt::tap_io(api_listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        if let Err(e) = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)
             .await
         {
@@ -178,10 +182,6 @@ pub async fn start_node_with(
                 tracing::info!(members = ?config.initial_cluster, "initialised a new cluster");
             }
         }
-        background.push(tokio::spawn(register_api_addr(
-            node.clone(),
-            stop_rx.clone(),
-        )));
     } else if let Some(join_url) = &config.join {
         if !node.is_initialized().await {
             let token = config
@@ -201,6 +201,11 @@ pub async fn start_node_with(
             )));
         }
     }
+    // After a static bootstrap or a restore the membership knows only cluster addresses.
+    background.push(tokio::spawn(register_api_addr(
+        node.clone(),
+        stop_rx.clone(),
+    )));
     Ok(NodeHandle {
         node,
         api_addr,
@@ -212,8 +217,8 @@ pub async fn start_node_with(
     })
 }
 
-/// Static bootstrap knows only cluster addresses: once a leader exists, each node records its own
-/// API URL in the membership so clients can find every member's API.
+/// Static bootstrap and restore know only cluster addresses: once a leader exists, each node records
+/// its own API URL in the membership so clients can find every member's API.
 async fn register_api_addr(node: Arc<RaftNode>, mut stop: watch::Receiver<bool>) {
     let mut metrics = node.raft.metrics();
     loop {
