@@ -99,6 +99,50 @@ pub enum PkiError {
     #[error("could not generate the certificate: {0}")]
     Generate(String),
 
+    /// The input is not a usable PKCS#10 certificate request (framing, DER, version, extensions).
+    #[error("the certificate request (CSR) is not valid: {reason}")]
+    InvalidCsr { reason: String },
+
+    /// The CSR's self-signature does not verify: it was edited after signing, or is corrupt.
+    #[error(
+        "the certificate request's signature does not verify with its own public key; it was \
+         altered after it was signed or is corrupt, so create it again"
+    )]
+    CsrSignatureInvalid,
+
+    /// MD5, SHA-1 and other broken digests: a signature anyone can forge proves nothing.
+    #[error(
+        "the certificate request is signed with {algorithm}, which is no longer secure; sign it \
+         with SHA-256 or stronger (for example `openssl req -sha256`)"
+    )]
+    WeakSignatureAlgorithm { algorithm: String },
+
+    /// A signature algorithm ring cannot verify (ECDSA with SHA-512, DSA, GOST, ...).
+    #[error(
+        "the certificate request is signed with {algorithm}, which certplane cannot verify; \
+         supported: RSA PKCS#1 v1.5 and PSS with SHA-256/384/512, ECDSA with SHA-256/384, Ed25519"
+    )]
+    UnsupportedSignatureAlgorithm { algorithm: String },
+
+    /// A public key that is too weak or of a type certplane does not issue for or sign with.
+    #[error("the public key is not accepted: {reason}")]
+    UnacceptablePublicKey { reason: String },
+
+    /// An imported CA certificate that may not sign certificates.
+    #[error("the certificate cannot be used as a CA: {reason}")]
+    NotACa { reason: String },
+
+    #[error("the CA certificate expired on {not_after}; import a CA that is still valid")]
+    CaExpired { not_after: String },
+
+    /// Key generation failed; with valid parameters this means the RNG or the platform failed.
+    #[error("could not generate the key: {reason}")]
+    KeyGeneration { reason: String },
+
+    /// rcgen refused to build a CRL; our own checks run first, so this is unexpected.
+    #[error("could not generate the certificate revocation list: {0}")]
+    GenerateCrl(String),
+
     #[error("the operating system's random number generator failed")]
     Random,
 
@@ -132,7 +176,9 @@ impl PkiError {
             | PkiError::Unseal { .. }
             | PkiError::Io { .. }
             | PkiError::Random
-            | PkiError::Encrypt => PkiErrorKind::Internal,
+            | PkiError::Encrypt
+            | PkiError::KeyGeneration { .. }
+            | PkiError::GenerateCrl(_) => PkiErrorKind::Internal,
             PkiError::NoCertificate
             | PkiError::NotPem { .. }
             | PkiError::UnexpectedBlock { .. }
@@ -144,7 +190,14 @@ impl PkiError {
             | PkiError::InvalidPrivateKey { .. }
             | PkiError::UnsupportedKey { .. }
             | PkiError::InvalidArgument(_)
-            | PkiError::Generate(_) => PkiErrorKind::InvalidInput,
+            | PkiError::Generate(_)
+            | PkiError::InvalidCsr { .. }
+            | PkiError::CsrSignatureInvalid
+            | PkiError::WeakSignatureAlgorithm { .. }
+            | PkiError::UnsupportedSignatureAlgorithm { .. }
+            | PkiError::UnacceptablePublicKey { .. }
+            | PkiError::NotACa { .. }
+            | PkiError::CaExpired { .. } => PkiErrorKind::InvalidInput,
         }
     }
 

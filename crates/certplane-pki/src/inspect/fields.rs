@@ -103,7 +103,7 @@ fn subject_alt_names(cert: &X509Certificate<'_>) -> Result<Vec<String>, String> 
         .collect())
 }
 
-fn ip_from_bytes(bytes: &[u8]) -> Option<IpAddr> {
+pub(crate) fn ip_from_bytes(bytes: &[u8]) -> Option<IpAddr> {
     match bytes.len() {
         4 => <[u8; 4]>::try_from(bytes)
             .ok()

@@ -9,8 +9,8 @@
 //! API can answer 400 with a message the user can act on. Validity dates are *not* checked here: an
 //! expired certificate is still a certificate the inventory must be able to hold.
 
-mod fields;
-mod private_key;
+pub(crate) mod fields;
+pub(crate) mod private_key;
 
 #[cfg(test)]
 mod private_key_tests;
@@ -26,8 +26,8 @@ use crate::PkiError;
 
 pub use fields::CertificateInfo;
 pub use private_key::{
-    key_matches_certificate, parse_private_key_pem, PrivateKeyDer, PrivateKeyFormat,
-    MAX_PRIVATE_KEY_PEM_BYTES,
+    key_matches_certificate, parse_private_key_pem, private_key_from_der, PrivateKeyDer,
+    PrivateKeyFormat, MAX_PRIVATE_KEY_PEM_BYTES,
 };
 
 /// Largest chain upload we parse. Real chains are a few KiB; the cap keeps a hostile request cheap.

@@ -188,6 +188,26 @@ enum DecodedKey<'a> {
     },
 }
 
+/// Recognise a stored private key's container from its DER alone (PKCS#8, PKCS#1 or SEC1), so an
+/// export carries the label it arrived with.
+pub fn private_key_from_der(der: &[u8]) -> Result<PrivateKeyDer, PkiError> {
+    for format in [
+        PrivateKeyFormat::Pkcs8,
+        PrivateKeyFormat::Pkcs1,
+        PrivateKeyFormat::Sec1,
+    ] {
+        if decode(format, der).is_ok() {
+            return Ok(PrivateKeyDer {
+                format,
+                der: Zeroizing::new(der.to_vec()),
+            });
+        }
+    }
+    Err(PkiError::InvalidPrivateKey {
+        reason: "the stored key is not PKCS#8, PKCS#1 or SEC1 DER".to_string(),
+    })
+}
+
 fn decode(format: PrivateKeyFormat, der: &[u8]) -> Result<DecodedKey<'_>, PkiError> {
     let invalid = |what: &str| PkiError::InvalidPrivateKey {
         reason: format!("the {} block does not contain {what}", format.pem_label()),
@@ -321,7 +341,7 @@ fn sec1_matches(
 }
 
 /// RSA keys are compared as numbers (DER may differ in padding); everything else by raw bytes.
-fn public_keys_equal(key_public: &[u8], spki: &SubjectPublicKeyInfo<'_>) -> bool {
+pub(crate) fn public_keys_equal(key_public: &[u8], spki: &SubjectPublicKeyInfo<'_>) -> bool {
     let cert_public: &[u8] = &spki.subject_public_key.data;
     if spki.algorithm.algorithm != OID_PKCS1_RSAENCRYPTION {
         return key_public == cert_public;
