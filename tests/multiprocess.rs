@@ -105,11 +105,9 @@ fn write_tls(dir: &Path) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn leader_sigkill_under_load_loses_no_acknowledged_import() {
-    support::install_crypto();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let tls = dir.path().join("tls");
+/// Three `certplane server` processes with mutual TLS and one KEK, started and initialised.
+async fn start_three(dir: &Path) -> (Vec<Proc>, reqwest::Client, String) {
+    let tls = dir.join("tls");
     write_tls(&tls);
     let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
     let initial = ports
@@ -126,10 +124,7 @@ async fn leader_sigkill_under_load_loses_no_acknowledged_import() {
             let args = vec![
                 "server".to_string(),
                 format!("--node-id={id}"),
-                format!(
-                    "--data-dir={}",
-                    dir.path().join(format!("node-{id}")).display()
-                ),
+                format!("--data-dir={}", dir.join(format!("node-{id}")).display()),
                 format!("--api-addr=127.0.0.1:{api}"),
                 format!("--cluster-addr=127.0.0.1:{cluster}"),
                 format!("--initial-cluster={initial}"),
@@ -150,7 +145,7 @@ async fn leader_sigkill_under_load_loses_no_acknowledged_import() {
                 api: format!("http://127.0.0.1:{api}"),
                 args,
                 child: None,
-                log: dir.path().join(format!("node-{id}.log")),
+                log: dir.join(format!("node-{id}.log")),
             }
         })
         .collect();
@@ -158,10 +153,9 @@ async fn leader_sigkill_under_load_loses_no_acknowledged_import() {
         p.spawn();
     }
     let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
+        .timeout(Duration::from_secs(20))
         .build()
         .expect("client");
-
     let token: String = wait_for("init through node 1", Duration::from_secs(60), || async {
         let resp = http
             .post(format!("{}/v1/sys/init", procs[0].api))
@@ -176,6 +170,36 @@ async fn leader_sigkill_under_load_loses_no_acknowledged_import() {
         v["root_token"].as_str().map(str::to_string)
     })
     .await;
+    (procs, http, token)
+}
+
+/// Wait until the three nodes report the same applied index, state digest and audit head.
+async fn wait_same_state(http: &reqwest::Client, apis: &[String], token: &str) {
+    wait_for(
+        "three nodes with the same state",
+        Duration::from_secs(60),
+        || async {
+            let mut seen = Vec::new();
+            for api in apis {
+                let r = get(http, &format!("{api}/v1/sys/node"), token).await?;
+                seen.push((
+                    r["node"]["applied_index"].as_u64()?,
+                    r["state_digest"].as_str()?.to_string(),
+                    r["audit_head"]["hash"].as_str()?.to_string(),
+                ));
+            }
+            let first = seen[0].clone();
+            seen.iter().all(|s| *s == first).then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leader_sigkill_under_load_loses_no_acknowledged_import() {
+    support::install_crypto();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut procs, http, token) = start_three(dir.path()).await;
     let leader: u64 = wait_for("a leader", Duration::from_secs(30), || async {
         get(&http, &format!("{}/v1/sys/cluster", procs[0].api), &token).await?["leader"].as_u64()
     })
@@ -299,24 +323,7 @@ async fn leader_sigkill_under_load_loses_no_acknowledged_import() {
         .expect("leader")
         .spawn();
     let apis: Vec<String> = procs.iter().map(|p| p.api.clone()).collect();
-    wait_for(
-        "three nodes with the same state",
-        Duration::from_secs(60),
-        || async {
-            let mut seen = Vec::new();
-            for api in &apis {
-                let r = get(&http, &format!("{api}/v1/sys/node"), &token).await?;
-                seen.push((
-                    r["node"]["applied_index"].as_u64()?,
-                    r["state_digest"].as_str()?.to_string(),
-                    r["audit_head"]["hash"].as_str()?.to_string(),
-                ));
-            }
-            let first = seen[0].clone();
-            seen.iter().all(|s| *s == first).then_some(())
-        },
-    )
-    .await;
+    wait_same_state(&http, &apis, &token).await;
     let (_, report) = cli(&["cluster", "status"], &apis[0], &token);
     assert_eq!(
         report["members"].as_array().map(Vec::len),
@@ -336,6 +343,179 @@ async fn leader_sigkill_under_load_loses_no_acknowledged_import() {
             active >= acked.len() as u64 && active <= IMPORTS as u64,
             "{api}: {active} active"
         );
+    }
+}
+
+/// 500 certificate requests in flight through the followers when the leader is SIGKILLed: every
+/// request ends in exactly one final state, none yields two certificates, and the inventory matches
+/// the built-in CA's issued-serial record on every node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leader_sigkill_during_issuance_neither_loses_nor_duplicates() {
+    const REQUESTS: usize = 500;
+    support::install_crypto();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut procs, http, token) = start_three(dir.path()).await;
+    let leader: u64 = wait_for("a leader", Duration::from_secs(30), || async {
+        get(&http, &format!("{}/v1/sys/cluster", procs[0].api), &token).await?["leader"].as_u64()
+    })
+    .await;
+    let zone = http
+        .put(format!("{}/v1/zones/%2F", procs[0].api))
+        .bearer_auth(&token)
+        .json(&json!({ "policy": { "allowed_domains": { "value": [".fo.example.test"] } } }))
+        .send()
+        .await
+        .expect("zone");
+    assert!(zone.status().is_success());
+    let followers: Vec<String> = procs
+        .iter()
+        .filter(|p| p.id != leader)
+        .map(|p| p.api.clone())
+        .collect();
+
+    let next = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicUsize::new(0));
+    let mut workers = Vec::new();
+    for w in 0..CONCURRENCY {
+        let (next, done, http, token, followers) = (
+            next.clone(),
+            done.clone(),
+            http.clone(),
+            token.clone(),
+            followers.clone(),
+        );
+        workers.push(tokio::spawn(async move {
+            let mut ids: Vec<(usize, String)> = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                if i >= REQUESTS {
+                    break;
+                }
+                let name = format!("svc-{i}.fo.example.test");
+                let body = json!({ "zone": "/", "sans": [name], "key": { "type": "ecdsa_p256" } });
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+                let mut attempt = 0usize;
+                loop {
+                    let target = &followers[(w + attempt) % followers.len()];
+                    let resp = http
+                        .post(format!("{target}/v1/certificate-requests"))
+                        .bearer_auth(&token)
+                        .header("idempotency-key", format!("fo-{i}"))
+                        .json(&body)
+                        .send()
+                        .await;
+                    match resp {
+                        Ok(r) if r.status().is_success() => {
+                            let v: Value = r.json().await.unwrap_or(Value::Null);
+                            ids.push((i, v["id"].as_str().unwrap_or_default().to_string()));
+                            break;
+                        }
+                        Ok(r) if r.status().as_u16() != 503 => {
+                            panic!("request {i} refused: {} {:?}", r.status(), r.text().await)
+                        }
+                        _ => {
+                            assert!(
+                                tokio::time::Instant::now() < deadline,
+                                "request {i} was never acknowledged"
+                            );
+                            attempt += 1;
+                        }
+                    }
+                }
+                done.fetch_add(1, Ordering::SeqCst);
+            }
+            ids
+        }));
+    }
+    wait_for(
+        "a third of the requests",
+        Duration::from_secs(180),
+        || async { (done.load(Ordering::SeqCst) >= REQUESTS / 3).then_some(()) },
+    )
+    .await;
+    procs
+        .iter_mut()
+        .find(|p| p.id == leader)
+        .expect("leader process")
+        .sigkill();
+    let mut ids = BTreeMap::new();
+    for w in workers {
+        ids.extend(w.await.expect("worker"));
+    }
+    assert_eq!(ids.len(), REQUESTS, "every request was acknowledged");
+    let distinct: std::collections::BTreeSet<&String> = ids.values().collect();
+    assert_eq!(
+        distinct.len(),
+        REQUESTS,
+        "one request id per Idempotency-Key"
+    );
+
+    // Every request reaches a final state under the new leader.
+    let api = followers[0].clone();
+    let mut certificate_ids = std::collections::BTreeSet::new();
+    for id in ids.values() {
+        let v: Value = wait_for("the request to finish", Duration::from_secs(60), || async {
+            let v = get(
+                &http,
+                &format!("{api}/v1/certificate-requests/{id}"),
+                &token,
+            )
+            .await?;
+            matches!(v["state"].as_str(), Some("issued" | "failed")).then_some(v)
+        })
+        .await;
+        assert_eq!(v["state"], "issued", "{v}");
+        assert!(
+            certificate_ids.insert(
+                v["certificate_id"]
+                    .as_str()
+                    .expect("certificate")
+                    .to_string()
+            ),
+            "two requests share a certificate"
+        );
+    }
+
+    // The killed node comes back; on every node the inventory and the CA's record agree.
+    procs
+        .iter_mut()
+        .find(|p| p.id == leader)
+        .expect("leader")
+        .spawn();
+    let apis: Vec<String> = procs.iter().map(|p| p.api.clone()).collect();
+    wait_same_state(&http, &apis, &token).await;
+    for api in &apis {
+        let issuer = get(&http, &format!("{api}/v1/issuers/builtin"), &token)
+            .await
+            .expect("issuer");
+        assert_eq!(issuer["issued_count"], REQUESTS as u64, "{api}: {issuer}");
+        let issued = get(
+            &http,
+            &format!("{api}/v1/issuers/builtin/issued?limit=10000"),
+            &token,
+        )
+        .await
+        .expect("issued serials");
+        let records = issued["items"].as_array().expect("items");
+        assert_eq!(records.len(), REQUESTS, "{api}");
+        let mut by_request = std::collections::BTreeSet::new();
+        for r in records {
+            assert!(
+                by_request.insert(r["request_id"].as_str().unwrap_or_default().to_string()),
+                "{api}: a request has two serials"
+            );
+            assert!(
+                certificate_ids.contains(r["certificate_id"].as_str().unwrap_or_default()),
+                "{api}: serial {} names a certificate outside the inventory",
+                r["serial"]
+            );
+        }
+        let report = get(&http, &format!("{api}/v1/sys/node"), &token)
+            .await
+            .expect("report");
+        assert_eq!(report["certificates_active"], REQUESTS as u64, "{api}");
+        let (code, v) = cli(&["audit", "verify"], api, &token);
+        assert_eq!(code, 0, "audit verify on {api}: {v}");
     }
 }
 

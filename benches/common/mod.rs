@@ -79,6 +79,14 @@ impl Cluster {
             .output()
             .expect("tls");
         assert!(out.status.success());
+        // Every node holds the same key-encryption key, so any leader can use the built-in CA.
+        let kek = dir.path().join("kek");
+        let out = Command::new(BIN)
+            .args(["operator", "generate-kek", "--out"])
+            .arg(&kek)
+            .output()
+            .expect("kek");
+        assert!(out.status.success());
         let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
         let initial = ports
             .iter()
@@ -113,6 +121,7 @@ impl Cluster {
                             "--tls-key={}",
                             tls.join(format!("node-{id}-key.pem")).display()
                         ),
+                        format!("--kek-file={}", kek.display()),
                         "--log=error".into(),
                     ],
                     child: None,

@@ -13,6 +13,8 @@ pub enum CertificateStatus {
     Active,
     /// Removed from management; the record and its history are kept.
     Retired,
+    /// Revoked at its certplane issuer; listed on that issuer's CRL.
+    Revoked,
 }
 
 impl CertificateStatus {
@@ -20,6 +22,7 @@ impl CertificateStatus {
         match self {
             CertificateStatus::Active => "active",
             CertificateStatus::Retired => "retired",
+            CertificateStatus::Revoked => "revoked",
         }
     }
 }
@@ -95,6 +98,88 @@ pub struct CertificateRecord {
     pub generation: u64,
     /// Log index of the last change.
     pub revision: u64,
+    /// How the certificate came to be managed by certplane; absent on records written before issuance
+    /// existed, which were all imports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuance: Option<IssuanceLink>,
+    /// The certificate this one replaced (a renewal's predecessor).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub supersedes: Option<String>,
+    /// The renewal that replaced this certificate; the record stays for history.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub superseded_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revocation: Option<Revocation>,
+}
+
+/// Where an issued certificate came from: the request that asked for it and the certplane issuer
+/// that signed it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IssuanceLink {
+    pub request_id: String,
+    pub issuer: String,
+}
+
+/// RFC 5280 CRL reason codes (`removeFromCRL` is not a reason a new revocation can carry).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RevocationReason {
+    Unspecified,
+    KeyCompromise,
+    CaCompromise,
+    AffiliationChanged,
+    Superseded,
+    CessationOfOperation,
+    CertificateHold,
+    PrivilegeWithdrawn,
+    AaCompromise,
+}
+
+impl RevocationReason {
+    pub const ALL: [RevocationReason; 9] = [
+        RevocationReason::Unspecified,
+        RevocationReason::KeyCompromise,
+        RevocationReason::CaCompromise,
+        RevocationReason::AffiliationChanged,
+        RevocationReason::Superseded,
+        RevocationReason::CessationOfOperation,
+        RevocationReason::CertificateHold,
+        RevocationReason::PrivilegeWithdrawn,
+        RevocationReason::AaCompromise,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RevocationReason::Unspecified => "unspecified",
+            RevocationReason::KeyCompromise => "key_compromise",
+            RevocationReason::CaCompromise => "ca_compromise",
+            RevocationReason::AffiliationChanged => "affiliation_changed",
+            RevocationReason::Superseded => "superseded",
+            RevocationReason::CessationOfOperation => "cessation_of_operation",
+            RevocationReason::CertificateHold => "certificate_hold",
+            RevocationReason::PrivilegeWithdrawn => "privilege_withdrawn",
+            RevocationReason::AaCompromise => "aa_compromise",
+        }
+    }
+
+    /// Accepts the snake_case names and RFC 5280's camelCase names (`keyCompromise`).
+    pub fn parse(text: &str) -> Option<RevocationReason> {
+        let folded: String = text
+            .chars()
+            .filter(|c| *c != '_' && *c != '-')
+            .flat_map(char::to_lowercase)
+            .collect();
+        RevocationReason::ALL
+            .into_iter()
+            .find(|r| r.as_str().replace('_', "") == folded)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revocation {
+    pub at: Timestamp,
+    pub reason: RevocationReason,
+    pub by: String,
 }
 
 impl CertificateRecord {

@@ -10,10 +10,14 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::certificate::{CertificateDetails, CertificateRecord, EncryptedKey};
+use crate::certificate::{CertificateDetails, CertificateRecord, EncryptedKey, RevocationReason};
 use crate::error::{CoreError, RejectCode};
+use crate::issuer::IssuerRecord;
+use crate::policy::{Violation, ZonePolicy};
 use crate::principal::{Principal, TokenRecord};
+use crate::request::{RequestRecord, RequestSpec};
 use crate::time::Timestamp;
+use crate::zone::ZoneRecord;
 
 /// The newest proposal format this build writes and reads.
 pub const PROPOSAL_VERSION: u16 = 1;
@@ -89,14 +93,39 @@ impl fmt::Display for Proposal {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Command {
-    /// One-time cluster initialisation: stores the root token.
+    /// One-time cluster initialisation: stores the root token, creates the root zone `/` and, when
+    /// the initialising node holds the key-encryption key, the built-in CA.
     Initialize {
         root_token: TokenRecord,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        builtin_issuer: Option<Box<IssuerRecord>>,
     },
     ImportCertificate(Box<ImportCertificate>),
     RetireCertificate {
         id: String,
         reason: Option<String>,
+    },
+    /// Create or replace a zone's policy. `expected_version` guards against lost updates.
+    PutZone(Box<PutZone>),
+    /// Register an issuer (an imported internal CA).
+    CreateIssuer(Box<IssuerRecord>),
+    /// Record a certificate request and evaluate it against its zone's effective policy.
+    SubmitRequest(Box<SubmitRequest>),
+    /// Outcome of the issuance worker: the signed certificate for an approved request.
+    CompleteIssuance(Box<CompleteIssuance>),
+    /// Outcome of the issuance worker: the issuer could not issue.
+    FailIssuance {
+        request_id: String,
+        generation: u64,
+        error: String,
+    },
+    RevokeCertificate {
+        id: String,
+        reason: RevocationReason,
+    },
+    /// Audit-only: an authorised principal is about to receive a certificate's private key.
+    ExportPrivateKey {
+        id: String,
     },
     /// A no-op write used by health probes and benchmarks to measure the write path.
     Noop,
@@ -109,6 +138,13 @@ impl Command {
             Command::Initialize { .. } => "sys.init",
             Command::ImportCertificate(_) => "certificate.import",
             Command::RetireCertificate { .. } => "certificate.retire",
+            Command::PutZone(_) => "zone.put",
+            Command::CreateIssuer(_) => "issuer.create",
+            Command::SubmitRequest(_) => "request.submit",
+            Command::CompleteIssuance(_) => "request.issued",
+            Command::FailIssuance { .. } => "request.failed",
+            Command::RevokeCertificate { .. } => "certificate.revoke",
+            Command::ExportPrivateKey { .. } => "certificate.export_key",
             Command::Noop => "sys.noop",
         }
     }
@@ -116,9 +152,17 @@ impl Command {
     /// The object the audit record names.
     pub fn object(&self) -> String {
         match self {
-            Command::Initialize { root_token } => format!("token/{}", root_token.id),
+            Command::Initialize { root_token, .. } => format!("token/{}", root_token.id),
             Command::ImportCertificate(import) => format!("certificate/{}", import.id),
             Command::RetireCertificate { id, .. } => format!("certificate/{id}"),
+            Command::PutZone(put) => format!("zone{}", put.path),
+            Command::CreateIssuer(issuer) => format!("issuer/{}", issuer.name),
+            Command::SubmitRequest(submit) => format!("request/{}", submit.id),
+            Command::CompleteIssuance(done) => format!("request/{}", done.request_id),
+            Command::FailIssuance { request_id, .. } => format!("request/{request_id}"),
+            Command::RevokeCertificate { id, .. } | Command::ExportPrivateKey { id } => {
+                format!("certificate/{id}")
+            }
             Command::Noop => "-".into(),
         }
     }
@@ -136,11 +180,45 @@ pub struct ImportCertificate {
     pub private_key: Option<EncryptedKey>,
 }
 
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PutZone {
+    pub path: String,
+    pub policy: ZonePolicy,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_version: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubmitRequest {
+    /// Request id chosen by the proposer.
+    pub id: String,
+    pub spec: RequestSpec,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CompleteIssuance {
+    pub request_id: String,
+    /// The request generation the worker read; a stale outcome is refused.
+    pub generation: u64,
+    pub certificate_id: String,
+    pub details: CertificateDetails,
+    /// Leaf first, then the issuer's chain.
+    pub chain_pem: String,
+    /// The generated key, sealed; `None` when the requester sent a CSR.
+    pub private_key: Option<EncryptedKey>,
+}
+
 /// A deterministic refusal: every node reaches it, nothing changed but the audit log.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Rejection {
     pub code: RejectCode,
     pub message: String,
+    /// Structured detail, for example every policy violation of a refused zone change.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub violations: Vec<Violation>,
+    /// The object the refusal concerns when it was recorded anyway (a rejected request's id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_id: Option<String>,
 }
 
 impl Rejection {
@@ -148,6 +226,8 @@ impl Rejection {
         Rejection {
             code,
             message: message.into(),
+            violations: Vec::new(),
+            object_id: None,
         }
     }
 }
@@ -165,6 +245,26 @@ pub enum Applied {
     },
     CertificateRetired {
         record: Box<CertificateRecord>,
+    },
+    ZoneStored {
+        zone: Box<ZoneRecord>,
+    },
+    IssuerCreated {
+        name: String,
+    },
+    /// The request as recorded: rejected (with violations), pending approval, or approved.
+    RequestRecorded {
+        request: Box<RequestRecord>,
+    },
+    /// The issuance outcome was applied (or the request had already reached a final state).
+    RequestUpdated {
+        request: Box<RequestRecord>,
+    },
+    CertificateRevoked {
+        record: Box<CertificateRecord>,
+    },
+    KeyExportAllowed {
+        id: String,
     },
     Noop,
     /// Membership changes and blank entries: nothing for the application.

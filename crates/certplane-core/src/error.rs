@@ -21,6 +21,8 @@ pub enum RejectCode {
     Forbidden,
     InvalidArgument,
     StaleGeneration,
+    /// The request breaks its zone's policy; the violations say how.
+    PolicyViolation,
 }
 
 impl RejectCode {
@@ -34,6 +36,7 @@ impl RejectCode {
             RejectCode::Forbidden => "forbidden",
             RejectCode::InvalidArgument => "invalid_argument",
             RejectCode::StaleGeneration => "stale_generation",
+            RejectCode::PolicyViolation => "policy_violation",
         }
     }
 }

@@ -15,11 +15,16 @@ pub mod audit;
 pub mod certificate;
 pub mod command;
 pub mod error;
+pub mod issuer;
 pub mod keys;
+pub mod names;
+pub mod policy;
 pub mod principal;
 pub mod query;
+pub mod request;
 pub mod store;
 pub mod time;
+pub mod zone;
 
 pub use apply::{apply, EntryContext};
 

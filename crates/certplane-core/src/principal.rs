@@ -56,9 +56,11 @@ impl Principal {
     pub fn covers_zone(&self, zone: &str) -> bool {
         self.zones.is_empty()
             || self.zones.iter().any(|z| {
-                zone == z
+                let z = z.trim_end_matches('/');
+                z.is_empty()
+                    || zone == z
                     || zone
-                        .strip_prefix(z.as_str())
+                        .strip_prefix(z)
                         .is_some_and(|rest| rest.starts_with('/'))
             })
     }

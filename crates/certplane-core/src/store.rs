@@ -37,10 +37,26 @@ pub enum Keyspace {
     Idempotency,
     /// small singletons: initialisation, audit head, state digest, counters
     Meta,
+    /// zone path -> ZoneRecord (the current policy of each zone)
+    Zones,
+    /// zone path ++ 0 ++ version (8 bytes BE) -> ZoneRecord: every policy version ever stored
+    ZoneHistory,
+    /// request id -> RequestRecord
+    Requests,
+    /// "state" or "zone" or "owner" ++ 0 ++ value ++ 0 ++ request id -> ()
+    RequestIndex,
+    /// request id -> (): approved requests whose certificate the leader still has to issue (intents)
+    IssuanceQueue,
+    /// issuer name -> IssuerRecord
+    Issuers,
+    /// issuer name ++ 0 ++ serial hex -> IssuedSerial: the CA's record of every serial it issued
+    IssuedSerials,
+    /// issuer name ++ 0 ++ serial hex -> RevocationRecord: what the issuer's CRL lists
+    Revocations,
 }
 
 impl Keyspace {
-    pub const ALL: [Keyspace; 13] = [
+    pub const ALL: [Keyspace; 21] = [
         Keyspace::Certificates,
         Keyspace::ByFingerprint,
         Keyspace::ByExpiry,
@@ -54,6 +70,14 @@ impl Keyspace {
         Keyspace::Audit,
         Keyspace::Idempotency,
         Keyspace::Meta,
+        Keyspace::Zones,
+        Keyspace::ZoneHistory,
+        Keyspace::Requests,
+        Keyspace::RequestIndex,
+        Keyspace::IssuanceQueue,
+        Keyspace::Issuers,
+        Keyspace::IssuedSerials,
+        Keyspace::Revocations,
     ];
 
     pub fn name(self) -> &'static str {
@@ -71,6 +95,14 @@ impl Keyspace {
             Keyspace::Audit => "sm_audit",
             Keyspace::Idempotency => "sm_idempotency",
             Keyspace::Meta => "sm_meta",
+            Keyspace::Zones => "sm_zones",
+            Keyspace::ZoneHistory => "sm_zone_history",
+            Keyspace::Requests => "sm_requests",
+            Keyspace::RequestIndex => "sm_request_index",
+            Keyspace::IssuanceQueue => "sm_issuance_queue",
+            Keyspace::Issuers => "sm_issuers",
+            Keyspace::IssuedSerials => "sm_issued_serials",
+            Keyspace::Revocations => "sm_revocations",
         }
     }
 

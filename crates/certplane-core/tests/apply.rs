@@ -93,6 +93,7 @@ impl Log {
             Principal::bootstrap(),
             Command::Initialize {
                 root_token: root_token(),
+                builtin_issuer: None,
             },
         );
         assert!(out.result.is_ok());
@@ -136,6 +137,7 @@ fn initialisation_works_once() {
         Principal::bootstrap(),
         Command::Initialize {
             root_token: root_token(),
+            builtin_issuer: None,
         },
     );
     assert!(matches!(first.result, Ok(Applied::Initialized { .. })));
@@ -143,6 +145,7 @@ fn initialisation_works_once() {
         Principal::bootstrap(),
         Command::Initialize {
             root_token: root_token(),
+            builtin_issuer: None,
         },
     );
     assert_eq!(reject_code(&second), Some(RejectCode::AlreadyInitialized));

@@ -243,6 +243,9 @@ impl StateStore for BatchStore<'_> {
 pub struct StateMachineStore {
     db: Arc<DB>,
     snapshot_dir: PathBuf,
+    /// The last applied log index, published after each batch is durable: request handlers waiting
+    /// for a request to finish and the leader's workers wake on it instead of polling.
+    applied_tx: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl StateMachineStore {
@@ -257,6 +260,7 @@ impl StateMachineStore {
         let sm = StateMachineStore {
             db,
             snapshot_dir: snapshot_dir.to_path_buf(),
+            applied_tx: Arc::new(tokio::sync::watch::Sender::new(0)),
         };
         if let Some(bytes) = sm
             .db
@@ -274,6 +278,16 @@ impl StateMachineStore {
         StateView {
             db: self.db.clone(),
         }
+    }
+
+    /// Wakes whenever more of the log has been applied (or a snapshot installed).
+    pub fn subscribe_applied(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.applied_tx.subscribe()
+    }
+
+    fn publish_applied(&self, index: Option<u64>) {
+        let index = index.unwrap_or_else(|| self.applied_tx.borrow().saturating_add(1));
+        self.applied_tx.send_replace(index);
     }
 
     pub fn snapshot_dir(&self) -> &Path {
@@ -552,6 +566,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         for (responder, outcome) in responses {
             responder.send(outcome);
         }
+        if let Some(id) = last_applied {
+            self.publish_applied(Some(id.index()));
+        }
         Ok(())
     }
 
@@ -574,7 +591,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             sm.prune_snapshots()
         })
         .await
-        .map_err(io::Error::other)?
+        .map_err(io::Error::other)??;
+        self.publish_applied(meta.last_log_id.as_ref().map(|id| id.index()));
+        Ok(())
     }
 
     async fn get_current_snapshot(

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::json;
 
 mod commands;
+mod issuance;
 
 use crate::config::ServerOptions;
 use commands::{audit, cert, client, cluster, fail, local_fail, print};
@@ -81,6 +82,27 @@ pub enum Command {
         target: Target,
         #[command(subcommand)]
         command: AuditCommand,
+    },
+    /// Policy zones: get, set, effective policy, dry-run evaluation.
+    Zone {
+        #[command(flatten)]
+        target: Target,
+        #[command(subcommand)]
+        command: issuance::ZoneCommand,
+    },
+    /// Certificate requests: create (and wait for the certificate), get, list.
+    Request {
+        #[command(flatten)]
+        target: Target,
+        #[command(subcommand)]
+        command: issuance::RequestCommand,
+    },
+    /// certplane's CAs: list, get, CRL, import an internal CA.
+    Issuer {
+        #[command(flatten)]
+        target: Target,
+        #[command(subcommand)]
+        command: issuance::IssuerCommand,
     },
     /// Consistent snapshots of the whole state.
     Snapshot {
@@ -191,6 +213,31 @@ pub enum CertCommand {
         id: String,
         #[arg(long)]
         reason: Option<String>,
+    },
+    /// Issue a successor under the current policy; the old certificate stays, linked as superseded.
+    Renew {
+        id: String,
+        #[arg(long)]
+        validity: Option<String>,
+        /// A new key type (default: the same type, a fresh key).
+        #[arg(long)]
+        key_type: Option<String>,
+        #[arg(long)]
+        idempotency_key: Option<String>,
+    },
+    /// Revoke at its certplane issuer (listed on the issuer's CRL).
+    Revoke {
+        id: String,
+        /// RFC 5280 reason, e.g. key_compromise, superseded, cessation_of_operation.
+        #[arg(long, default_value = "unspecified")]
+        reason: String,
+    },
+    /// Export the private key certplane holds (audited); written with mode 0600.
+    ExportKey {
+        id: String,
+        /// File to create (`-` prints to standard output).
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 
@@ -307,6 +354,9 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Cluster { target, command } => cluster(target, command).await,
         Command::Cert { target, command } => cert(target, command).await,
         Command::Audit { target, command } => audit(target, command).await,
+        Command::Zone { target, command } => issuance::zone(target, command).await,
+        Command::Request { target, command } => issuance::request(target, command).await,
+        Command::Issuer { target, command } => issuance::issuer(target, command).await,
         Command::Snapshot {
             command: SnapshotCommand::Save { file, target },
         } => match client(&target).download("/v1/sys/snapshot", &file).await {

@@ -133,6 +133,48 @@ impl ApiClient {
         self.json(req).await
     }
 
+    pub async fn put(&self, path: &str, body: &Value) -> Result<Value, ClientError> {
+        self.json(self.request(reqwest::Method::PUT, path).json(body))
+            .await
+    }
+
+    /// POST with query parameters (e.g. `?wait=5s`).
+    pub async fn post_query(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+        body: &Value,
+        idempotency_key: Option<&str>,
+    ) -> Result<Value, ClientError> {
+        let mut req = self
+            .request(reqwest::Method::POST, path)
+            .query(query)
+            .json(body);
+        if let Some(k) = idempotency_key {
+            req = req.header("Idempotency-Key", k);
+        }
+        self.json(req).await
+    }
+
+    /// A GET whose answer is not JSON (a CRL, say).
+    pub async fn get_bytes(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> Result<Vec<u8>, ClientError> {
+        let resp = self
+            .send(self.request(reqwest::Method::GET, path).query(query))
+            .await?;
+        resp.bytes()
+            .await
+            .map(|b| b.to_vec())
+            .map_err(|e| ClientError {
+                status: None,
+                code: "download_failed".into(),
+                message: e.to_string(),
+            })
+    }
+
     pub async fn delete(&self, path: &str, query: &[(&str, String)]) -> Result<Value, ClientError> {
         self.json(self.request(reqwest::Method::DELETE, path).query(query))
             .await

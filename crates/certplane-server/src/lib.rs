@@ -7,3 +7,4 @@ pub mod client;
 pub mod config;
 pub mod dev;
 pub mod server;
+pub mod workers;

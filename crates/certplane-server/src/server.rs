@@ -128,11 +128,14 @@ pub async fn start_node_with(
         .context("starting the raft node")?;
 
     let (stop, stop_rx) = watch::channel(false);
+    let signers = Arc::new(crate::workers::issuance::SignerCache::default());
     let state = AppState {
         node: node.clone(),
-        kek,
+        kek: kek.clone(),
         max_body_bytes: config.max_body_bytes,
         metrics: metrics_handle(),
+        signers: signers.clone(),
+        crls: Arc::new(api::issuers::CrlCache::default()),
     };
     let app = api::router(state);
     let mut api_stop = stop_rx.clone();
@@ -153,6 +156,8 @@ pub async fn start_node_with(
     });
 
     let mut background = Vec::new();
+    let worker = crate::workers::issuance::IssuanceWorker::new(node.clone(), kek, signers);
+    background.push(tokio::spawn(worker.run(stop_rx.clone())));
     if !config.initial_cluster.is_empty() {
         let lowest = config.initial_cluster.keys().next().copied();
         if lowest == Some(config.node_id) {

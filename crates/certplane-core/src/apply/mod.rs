@@ -8,12 +8,21 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::audit::{self, AuditEntry};
-use crate::certificate::{CertificateRecord, CertificateStatus};
-use crate::command::{Applied, Command, ImportCertificate, Outcome, Proposal, Rejection};
+use crate::certificate::CertificateRecord;
+use crate::command::{Applied, Command, Outcome, Proposal, Rejection};
 use crate::error::{CoreError, RejectCode};
+use crate::issuer::IssuerRecord;
 use crate::keys::{self, decode_record, encode_record, meta};
 use crate::principal::{Principal, Role, TokenRecord};
 use crate::store::{Keyspace, StateRead, StateStore};
+
+mod inventory;
+mod issuers;
+mod requests;
+mod zones;
+
+pub use issuers::get_issuer;
+pub use requests::{evaluate_request, get_request, request_index_key, ISSUANCE_WORKER};
 
 /// Where the entry sits in the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,6 +36,8 @@ pub struct EntryContext {
 pub struct Counts {
     pub active: u64,
     pub retired: u64,
+    #[serde(default)]
+    pub revoked: u64,
 }
 
 /// The answer kept for an idempotency key, so a retry returns the first answer.
@@ -65,13 +76,41 @@ pub fn apply(
     }
 
     let result = match &proposal.command {
-        Command::Initialize { root_token } => initialize(store, root_token)?,
+        Command::Initialize {
+            root_token,
+            builtin_issuer,
+        } => initialize(
+            store,
+            entry,
+            proposal,
+            root_token,
+            builtin_issuer.as_deref(),
+        )?,
         _ if !is_initialized(store)? => Err(Rejection::new(
             RejectCode::NotInitialized,
             "the cluster is not initialised: POST /v1/sys/init",
         )),
-        Command::ImportCertificate(import) => import_certificate(store, entry, proposal, import)?,
-        Command::RetireCertificate { id, .. } => retire_certificate(store, entry, proposal, id)?,
+        Command::ImportCertificate(import) => {
+            inventory::import_certificate(store, entry, proposal, import)?
+        }
+        Command::RetireCertificate { id, .. } => {
+            inventory::retire_certificate(store, entry, proposal, id)?
+        }
+        Command::RevokeCertificate { id, reason } => {
+            inventory::revoke_certificate(store, entry, proposal, id, *reason)?
+        }
+        Command::ExportPrivateKey { id } => inventory::export_private_key(store, proposal, id)?,
+        Command::PutZone(put) => zones::put_zone(store, entry, proposal, put)?,
+        Command::CreateIssuer(issuer) => issuers::create_issuer(store, entry, proposal, issuer)?,
+        Command::SubmitRequest(submit) => requests::submit_request(store, entry, proposal, submit)?,
+        Command::CompleteIssuance(done) => {
+            requests::complete_issuance(store, entry, proposal, done)?
+        }
+        Command::FailIssuance {
+            request_id,
+            generation,
+            error,
+        } => requests::fail_issuance(store, entry, proposal, request_id, *generation, error)?,
         Command::Noop => Ok(Applied::Noop),
     };
     finish(store, entry, proposal, result, idem_key)
@@ -154,13 +193,16 @@ pub fn counts(store: &impl StateRead) -> Result<Counts, CoreError> {
     }
 }
 
-fn put_counts(store: &mut impl StateStore, counts: Counts) {
+pub(crate) fn put_counts(store: &mut impl StateStore, counts: Counts) {
     store.put(Keyspace::Meta, meta::COUNTS, &encode_record(&counts));
 }
 
 fn initialize(
     store: &mut impl StateStore,
+    entry: EntryContext,
+    proposal: &Proposal,
     root: &TokenRecord,
+    builtin_issuer: Option<&IssuerRecord>,
 ) -> Result<Result<Applied, Rejection>, CoreError> {
     if is_initialized(store)? {
         return Ok(Err(Rejection::new(
@@ -174,6 +216,10 @@ fn initialize(
         &encode_record(&root.created_at),
     );
     put_token(store, root);
+    zones::create_root_zone(store, entry, proposal);
+    if let Some(issuer) = builtin_issuer {
+        issuers::store_new_issuer(store, entry, issuer);
+    }
     Ok(Ok(Applied::Initialized {
         root_token_id: root.id.clone(),
     }))
@@ -214,7 +260,7 @@ pub fn get_certificate(
         .transpose()
 }
 
-fn forbidden_unless(actor: &Principal, roles: &[Role], zone: &str) -> Option<Rejection> {
+pub(crate) fn forbidden_unless(actor: &Principal, roles: &[Role], zone: &str) -> Option<Rejection> {
     if roles.iter().any(|r| actor.has_role(*r)) && actor.covers_zone(zone) {
         None
     } else {
@@ -223,184 +269,4 @@ fn forbidden_unless(actor: &Principal, roles: &[Role], zone: &str) -> Option<Rej
             format!("principal {} may not change zone {zone}", actor.id),
         ))
     }
-}
-
-fn import_certificate(
-    store: &mut impl StateStore,
-    entry: EntryContext,
-    proposal: &Proposal,
-    import: &ImportCertificate,
-) -> Result<Result<Applied, Rejection>, CoreError> {
-    if let Some(rejection) = forbidden_unless(
-        &proposal.actor,
-        &[Role::Requester, Role::ZoneOwner],
-        &import.zone,
-    ) {
-        return Ok(Err(rejection));
-    }
-    let fingerprint = &import.details.fingerprint_sha256;
-    if let Some(existing_id) = store.get(Keyspace::ByFingerprint, fingerprint.as_bytes())? {
-        let existing_id = String::from_utf8(existing_id)
-            .map_err(|e| CoreError::corrupt("fingerprint index", e))?;
-        let Some(mut record) = get_certificate(store, &existing_id)? else {
-            return Err(CoreError::Invariant(format!(
-                "fingerprint index points at missing certificate {existing_id}"
-            )));
-        };
-        let mut changed = false;
-        if record.status == CertificateStatus::Retired {
-            // Importing a retired certificate again brings it back under management.
-            unindex(store, &record);
-            record.status = CertificateStatus::Active;
-            record.retired_at = None;
-            record.owner = import.owner.clone();
-            record.zone = import.zone.clone();
-            record.tags = import.tags.clone();
-            let mut c = counts(store)?;
-            c.retired = c.retired.saturating_sub(1);
-            c.active += 1;
-            put_counts(store, c);
-            changed = true;
-        }
-        if record.private_key.is_none() && import.private_key.is_some() {
-            record.private_key = import.private_key.clone();
-            changed = true;
-        }
-        if changed {
-            record.generation += 1;
-            record.revision = entry.index;
-            record.updated_at = proposal.proposed_at;
-            write_certificate(store, &record);
-        }
-        return Ok(Ok(Applied::CertificateImported {
-            record: Box::new(record),
-            created: false,
-        }));
-    }
-    if get_certificate(store, &import.id)?.is_some() {
-        return Ok(Err(Rejection::new(
-            RejectCode::Conflict,
-            format!("certificate id {} is taken", import.id),
-        )));
-    }
-    let record = CertificateRecord {
-        id: import.id.clone(),
-        details: import.details.clone(),
-        chain_pem: import.chain_pem.clone(),
-        owner: import.owner.clone(),
-        zone: import.zone.clone(),
-        tags: import.tags.clone(),
-        status: CertificateStatus::Active,
-        private_key: import.private_key.clone(),
-        created_at: proposal.proposed_at,
-        updated_at: proposal.proposed_at,
-        retired_at: None,
-        generation: 1,
-        revision: entry.index,
-    };
-    store.put(
-        Keyspace::ByFingerprint,
-        fingerprint.as_bytes(),
-        record.id.as_bytes(),
-    );
-    write_certificate(store, &record);
-    let mut c = counts(store)?;
-    c.active += 1;
-    put_counts(store, c);
-    Ok(Ok(Applied::CertificateImported {
-        record: Box::new(record),
-        created: true,
-    }))
-}
-
-fn retire_certificate(
-    store: &mut impl StateStore,
-    entry: EntryContext,
-    proposal: &Proposal,
-    id: &str,
-) -> Result<Result<Applied, Rejection>, CoreError> {
-    let Some(mut record) = get_certificate(store, id)? else {
-        return Ok(Err(Rejection::new(
-            RejectCode::NotFound,
-            format!("no certificate with id {id}"),
-        )));
-    };
-    if let Some(rejection) = forbidden_unless(&proposal.actor, &[Role::ZoneOwner], &record.zone) {
-        return Ok(Err(rejection));
-    }
-    if record.status == CertificateStatus::Retired {
-        return Ok(Ok(Applied::CertificateRetired {
-            record: Box::new(record),
-        }));
-    }
-    unindex(store, &record);
-    record.status = CertificateStatus::Retired;
-    record.retired_at = Some(proposal.proposed_at);
-    record.updated_at = proposal.proposed_at;
-    record.generation += 1;
-    record.revision = entry.index;
-    write_certificate(store, &record);
-    let mut c = counts(store)?;
-    c.active = c.active.saturating_sub(1);
-    c.retired += 1;
-    put_counts(store, c);
-    Ok(Ok(Applied::CertificateRetired {
-        record: Box::new(record),
-    }))
-}
-
-/// Write the record and every secondary index entry that its current fields call for.
-fn write_certificate(store: &mut impl StateStore, record: &CertificateRecord) {
-    store.put(
-        Keyspace::Certificates,
-        record.id.as_bytes(),
-        &encode_record(record),
-    );
-    for (ks, key) in index_entries(record) {
-        store.put(ks, &key, b"");
-    }
-}
-
-/// Remove the index entries of the record as stored, before its fields change.
-fn unindex(store: &mut impl StateStore, record: &CertificateRecord) {
-    for (ks, key) in index_entries(record) {
-        store.delete(ks, &key);
-    }
-}
-
-fn index_entries(record: &CertificateRecord) -> Vec<(Keyspace, Vec<u8>)> {
-    let id = record.id.as_str();
-    let mut entries = vec![
-        (Keyspace::ByOwner, keys::index_key(&record.owner, id)),
-        (Keyspace::ByZone, keys::index_key(&record.zone, id)),
-        (
-            Keyspace::ByIssuer,
-            keys::index_key(&record.details.issuer.to_lowercase(), id),
-        ),
-        (
-            Keyspace::ByStatus,
-            keys::index_key(record.status.as_str(), id),
-        ),
-    ];
-    // Only managed certificates are "expiring": retired ones leave the expiry index.
-    if record.status == CertificateStatus::Active {
-        entries.push((
-            Keyspace::ByExpiry,
-            keys::expiry_key(record.details.not_after, id),
-        ));
-    }
-    let mut grams: Vec<String> = record
-        .details
-        .names()
-        .iter()
-        .flat_map(|n| keys::trigrams(n))
-        .collect();
-    grams.sort();
-    grams.dedup();
-    entries.extend(
-        grams
-            .into_iter()
-            .map(|g| (Keyspace::ByNameTrigram, keys::index_key(&g, id))),
-    );
-    entries
 }

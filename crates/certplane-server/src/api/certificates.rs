@@ -8,7 +8,8 @@ use axum::Json;
 use certplane_core::certificate::CertificateDetails;
 use certplane_core::query::{list_certificates, CertificateFilter, StatusFilter};
 use certplane_core::{
-    Applied, Command, EncryptedKey, ImportCertificate, Principal, Proposal, Role, Timestamp,
+    Applied, CertificateRecord, Command, EncryptedKey, ImportCertificate, Principal, Proposal,
+    Role, Timestamp,
 };
 use certplane_pki::inspect::{key_matches_certificate, parse_chain_pem, parse_private_key_pem};
 use serde::Deserialize;
@@ -33,7 +34,7 @@ pub struct ImportRequest {
     pub tags: BTreeMap<String, String>,
 }
 
-fn check_text(field: &str, value: &str, max: usize) -> ApiResult<()> {
+pub fn check_text(field: &str, value: &str, max: usize) -> ApiResult<()> {
     if value.is_empty() || value.len() > max || value.chars().any(|c| c.is_control()) {
         return Err(ApiError::bad_request(
             "invalid_argument",
@@ -43,26 +44,30 @@ fn check_text(field: &str, value: &str, max: usize) -> ApiResult<()> {
     Ok(())
 }
 
-/// Zone paths: `/`-separated segments of lowercase letters, digits, `-` and `_`.
-pub fn check_zone(zone: &str) -> ApiResult<()> {
-    let valid = !zone.is_empty()
-        && zone.len() <= 256
-        && zone.split('/').all(|seg| {
-            !seg.is_empty()
-                && seg
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-        });
-    if !valid {
-        return Err(ApiError::bad_request(
-            "invalid_argument",
-            "zone must be a path like `payments/prod`: segments of a-z, 0-9, '-', '_' separated by '/'",
-        ));
+/// The canonical form of a zone path (`payments/prod` and `/payments/prod/` are `/payments/prod`).
+pub fn normalize_zone(zone: &str) -> ApiResult<String> {
+    certplane_core::policy::normalize_zone_path(zone)
+        .map_err(|e| ApiError::bad_request("invalid_argument", e.to_string()))
+}
+
+/// At most 64 tags; names 1-128 characters, values at most 512, no control characters.
+pub fn check_tags(tags: &BTreeMap<String, String>) -> ApiResult<()> {
+    if tags.len() > 64 {
+        return Err(ApiError::bad_request("invalid_argument", "at most 64 tags"));
+    }
+    for (k, v) in tags {
+        check_text("tag name", k, 128)?;
+        if v.len() > 512 || v.chars().any(|c| c.is_control()) {
+            return Err(ApiError::bad_request(
+                "invalid_argument",
+                format!("tag {k}: values are at most 512 characters"),
+            ));
+        }
     }
     Ok(())
 }
 
-fn require_any(principal: &Principal, roles: &[Role]) -> ApiResult<()> {
+pub fn require_any(principal: &Principal, roles: &[Role]) -> ApiResult<()> {
     if roles.iter().any(|r| principal.has_role(*r)) {
         Ok(())
     } else {
@@ -77,7 +82,7 @@ pub fn record_id(fingerprint: &str) -> String {
     format!("crt_{}", &fingerprint[..fingerprint.len().min(32)])
 }
 
-fn pki_error(e: certplane_pki::PkiError) -> ApiError {
+pub fn pki_error(e: certplane_pki::PkiError) -> ApiError {
     match e.kind() {
         certplane_pki::PkiErrorKind::TooLarge => ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -97,19 +102,8 @@ pub async fn import(
 ) -> ApiResult<(StatusCode, Json<CertificateView>)> {
     require_any(&principal, &[Role::Requester, Role::ZoneOwner])?;
     check_text("owner", &req.owner, 128)?;
-    check_zone(&req.zone)?;
-    if req.tags.len() > 64 {
-        return Err(ApiError::bad_request("invalid_argument", "at most 64 tags"));
-    }
-    for (k, v) in &req.tags {
-        check_text("tag name", k, 128)?;
-        if v.len() > 512 || v.chars().any(|c| c.is_control()) {
-            return Err(ApiError::bad_request(
-                "invalid_argument",
-                format!("tag {k}: values are at most 512 characters"),
-            ));
-        }
-    }
+    let zone = normalize_zone(&req.zone)?;
+    check_tags(&req.tags)?;
     let chain = parse_chain_pem(&req.chain_pem).map_err(pki_error)?;
     let leaf = chain.leaf;
     let private_key: Option<EncryptedKey> = match &req.private_key_pem {
@@ -170,7 +164,7 @@ pub async fn import(
         details,
         chain_pem: chain.chain_pem,
         owner: req.owner,
-        zone: req.zone,
+        zone,
         tags: req.tags,
         private_key,
     }));
@@ -260,13 +254,11 @@ pub async fn list(
         }
         None => None,
     };
-    if let Some(zone) = &q.zone {
-        check_zone(zone)?;
-    }
+    let zone = q.zone.as_deref().map(normalize_zone).transpose()?;
     let filter = CertificateFilter {
         expiring_before,
         owner: q.owner,
-        zone: q.zone,
+        zone,
         issuer: q.issuer,
         name: q.name,
         status: q.status,
@@ -296,7 +288,7 @@ pub async fn list(
     }))
 }
 
-fn check_id(id: &str) -> ApiResult<()> {
+pub fn check_id(id: &str) -> ApiResult<()> {
     if id.is_empty()
         || id.len() > 128
         || !id
@@ -373,6 +365,233 @@ pub async fn retire(
     }
 }
 
+async fn load_certificate(state: &AppState, id: &str) -> ApiResult<CertificateRecord> {
+    check_id(id)?;
+    let view = state.node.view();
+    let lookup = id.to_string();
+    blocking(move || {
+        certplane_core::apply::get_certificate(&view, &lookup)
+            .map_err(|e| ApiError::unavailable(e.to_string()))
+    })
+    .await?
+    .ok_or_else(|| ApiError::not_found(format!("no certificate with id {id}")))
+}
+
+/// What a renewal may change; everything else is copied from the certificate being renewed.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RenewBody {
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub validity: Option<certplane_core::policy::Span>,
+    /// A new key spec; default: a fresh key of the same type (or the same CSR, for CSR requests).
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub key: Option<certplane_core::request::KeySpec>,
+}
+
+fn key_spec_like(details: &CertificateDetails) -> certplane_core::request::KeySpec {
+    use certplane_core::request::KeySpec;
+    match (details.key_algorithm.as_str(), details.key_bits) {
+        ("EC", 384) => KeySpec::EcdsaP384,
+        ("EC", _) => KeySpec::EcdsaP256,
+        ("Ed25519", _) => KeySpec::Ed25519,
+        ("RSA" | "RSA-PSS", bits) if bits > 3072 => KeySpec::Rsa { bits: 4096 },
+        ("RSA" | "RSA-PSS", bits) if bits > 2048 => KeySpec::Rsa { bits: 3072 },
+        ("RSA" | "RSA-PSS", _) => KeySpec::Rsa { bits: 2048 },
+        _ => KeySpec::EcdsaP256,
+    }
+}
+
+#[utoipa::path(post, path = "/v1/certificates/{id}/renew", tag = "certificates", security(("bearer" = [])), params(("id" = String, Path), super::requests::SubmitQuery, ("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key renew once")), request_body = Option<RenewBody>, responses((status = 201, description = "The renewal request (issued, failed or pending approval); the old certificate stays, linked as superseded", body = super::requests::RequestView), (status = 202, description = "Approved; issuance still running", body = super::requests::RequestView), (status = 422, description = "The renewal breaks the current policy", body = ErrorResponse), (status = 409, description = "Already renewed", body = ErrorResponse), (status = 404, description = "Unknown id", body = ErrorResponse), (status = 401, description = "Missing or invalid token", body = ErrorResponse), (status = 503, description = "No leader; retry", body = ErrorResponse)))]
+pub async fn renew(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    IdempotencyKey(idem): IdempotencyKey,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<super::requests::SubmitQuery>,
+    body: axum::body::Bytes,
+) -> ApiResult<(StatusCode, Json<super::requests::RequestView>)> {
+    require_any(&principal, &[Role::Requester, Role::ZoneOwner])?;
+    let renew: RenewBody = if body.iter().all(u8::is_ascii_whitespace) {
+        RenewBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::bad_request("malformed_json", format!("the body is not a renewal: {e}"))
+        })?
+    };
+    let record = load_certificate(&state, &id).await?;
+    // Start from the original request when certplane issued the certificate, else from the
+    // certificate itself (an imported certificate is renewed through a certplane issuer).
+    let original = match &record.issuance {
+        Some(link) => {
+            let view = state.node.view();
+            certplane_core::apply::get_request(&view, &link.request_id)
+                .map_err(|e| ApiError::unavailable(e.to_string()))?
+        }
+        None => None,
+    };
+    let mut req = super::requests::RequestBody {
+        zone: None,
+        common_name: record.details.common_name.clone(),
+        sans: record.details.sans.clone(),
+        csr_pem: None,
+        key: Some(key_spec_like(&record.details)),
+        validity: renew.validity,
+        issuer: None,
+        owner: Some(record.owner.clone()).filter(|o| !o.is_empty()),
+        tags: record.tags.clone(),
+    };
+    if let Some(original) = original {
+        req.common_name = original.spec.common_name.clone();
+        req.sans = original.spec.sans.iter().map(|s| s.to_string()).collect();
+        req.issuer = Some(original.issuer.clone());
+        if renew.validity.is_none() {
+            req.validity = Some(original.spec.validity);
+        }
+        match original.spec.key {
+            certplane_core::request::KeySource::Csr { csr_pem } => {
+                req.key = None;
+                req.csr_pem = Some(csr_pem);
+            }
+            certplane_core::request::KeySource::Generate { spec } => req.key = Some(spec),
+        }
+    }
+    if let Some(key) = renew.key {
+        req.csr_pem = None;
+        req.key = Some(key);
+    }
+    let zone = normalize_zone(&record.zone)?;
+    let hash = idem
+        .as_ref()
+        .map(|_| request_hash(&format!("POST /v1/certificates/{id}/renew"), &body));
+    let intake = super::requests::intake(&state, zone, req, Some(id.clone()))?;
+    super::requests::submit(
+        &state,
+        principal,
+        intake,
+        idem,
+        hash,
+        super::requests::wait_of(&q),
+    )
+    .await
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeBody {
+    /// RFC 5280 reason: unspecified, key_compromise, ca_compromise, affiliation_changed, superseded,
+    /// cessation_of_operation, certificate_hold, privilege_withdrawn, aa_compromise (camelCase works too).
+    pub reason: String,
+}
+
+#[utoipa::path(post, path = "/v1/certificates/{id}/revoke", tag = "certificates", security(("bearer" = [])), params(("id" = String, Path)), request_body = RevokeBody, responses((status = 200, description = "Revoked; the issuer's CRL lists it", body = CertificateView), (status = 409, description = "Not issued by a certplane issuer", body = ErrorResponse), (status = 404, description = "Unknown id", body = ErrorResponse), (status = 400, description = "Unknown reason", body = ErrorResponse), (status = 401, description = "Missing or invalid token", body = ErrorResponse), (status = 503, description = "No leader; retry", body = ErrorResponse)))]
+pub async fn revoke(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    IdempotencyKey(idem): IdempotencyKey,
+    Path(id): Path<String>,
+    ApiJson(body, raw): ApiJson<RevokeBody>,
+) -> ApiResult<Json<CertificateView>> {
+    check_id(&id)?;
+    require_any(&principal, &[Role::ZoneOwner])?;
+    let reason =
+        certplane_core::certificate::RevocationReason::parse(&body.reason).ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_argument",
+                format!(
+                    "unknown revocation reason {:?}; one of: {}",
+                    body.reason,
+                    certplane_core::certificate::RevocationReason::ALL
+                        .iter()
+                        .map(|r| r.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )
+        })?;
+    let hash = idem
+        .as_ref()
+        .map(|_| request_hash(&format!("POST /v1/certificates/{id}/revoke"), &raw));
+    let proposal = Proposal::new(
+        Timestamp(now_ms()),
+        principal,
+        Command::RevokeCertificate { id, reason },
+    )
+    .with_idempotency(idem, hash);
+    let outcome = state.node.write(proposal).await?;
+    match outcome.result.map_err(ApiError::from)? {
+        Applied::CertificateRevoked { record } => Ok(Json(CertificateView::new(*record, now_ms()))),
+        other => Err(ApiError::unavailable(format!(
+            "unexpected outcome {other:?}"
+        ))),
+    }
+}
+
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct PrivateKeyView {
+    pub id: String,
+    /// Unencrypted PKCS#8 PEM. Handle it as a secret.
+    pub private_key_pem: String,
+}
+
+#[utoipa::path(get, path = "/v1/certificates/{id}/private-key", tag = "certificates", security(("bearer" = [])), params(("id" = String, Path)), responses((status = 200, description = "The private key (audited as certificate.export_key before it is returned)", body = PrivateKeyView), (status = 403, description = "Not the zone's owner or an admin", body = ErrorResponse), (status = 404, description = "Unknown id, or certplane holds no key for it", body = ErrorResponse), (status = 401, description = "Missing or invalid token", body = ErrorResponse), (status = 503, description = "No leader, or this node has no key-encryption key", body = ErrorResponse)))]
+pub async fn private_key(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<(axum::http::HeaderMap, Json<PrivateKeyView>)> {
+    check_id(&id)?;
+    require_any(&principal, &[Role::ZoneOwner])?;
+    let kek = state.kek.clone().ok_or_else(|| {
+        ApiError::unavailable(
+            "this node has no key-encryption key (--kek-file) to open private keys",
+        )
+    })?;
+    // The export is a replicated, audited command: no key leaves without a record of who took it.
+    let proposal = Proposal::new(
+        Timestamp(now_ms()),
+        principal,
+        Command::ExportPrivateKey { id: id.clone() },
+    );
+    let outcome = state.node.write(proposal).await?;
+    match outcome.result.map_err(ApiError::from)? {
+        Applied::KeyExportAllowed { .. } => {}
+        other => {
+            return Err(ApiError::unavailable(format!(
+                "unexpected outcome {other:?}"
+            )))
+        }
+    }
+    let record = load_certificate(&state, &id).await?;
+    let sealed = record
+        .private_key
+        .as_ref()
+        .ok_or_else(|| ApiError::not_found(format!("certplane holds no private key for {id}")))?;
+    let key = certplane_pki::open(
+        &kek,
+        &crate::workers::issuance::to_sealed(sealed),
+        record.details.fingerprint_sha256.as_bytes(),
+    )
+    .map_err(|e| ApiError::unavailable(format!("cannot open the private key: {e}")))?;
+    let pem = certplane_pki::inspect::private_key_from_der(&key)
+        .map_err(|e| ApiError::unavailable(format!("cannot read the stored key: {e}")))?
+        .to_pem()
+        .to_string();
+    let mut headers = axum::http::HeaderMap::new();
+    headers.insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-store"),
+    );
+    Ok((
+        headers,
+        Json(PrivateKeyView {
+            id,
+            private_key_pem: pem,
+        }),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -388,9 +607,8 @@ mod tests {
 
     #[test]
     fn zones_are_paths() {
-        assert!(check_zone("payments/prod").is_ok());
-        assert!(check_zone("Payments").is_err());
-        assert!(check_zone("a//b").is_err());
-        assert!(check_zone("").is_err());
+        assert_eq!(normalize_zone("payments/prod").unwrap(), "/payments/prod");
+        assert!(normalize_zone("Payments").is_err());
+        assert!(normalize_zone("a//b").is_err());
     }
 }

@@ -18,6 +18,8 @@ pub struct ApiError {
     pub message: String,
     pub details: Vec<Value>,
     pub retry_after_secs: Option<u64>,
+    /// The object the error concerns when one was recorded anyway (a rejected request's id).
+    pub object_id: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -30,6 +32,8 @@ struct ErrorInner<'a> {
     code: &'a str,
     message: &'a str,
     details: &'a [Value],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
 }
 
 impl ApiError {
@@ -40,6 +44,7 @@ impl ApiError {
             message: message.into(),
             details: Vec::new(),
             retry_after_secs: None,
+            object_id: None,
         }
     }
 
@@ -95,8 +100,20 @@ impl From<Rejection> for ApiError {
             RejectCode::NotInitialized => StatusCode::CONFLICT,
             RejectCode::Forbidden => StatusCode::FORBIDDEN,
             RejectCode::InvalidArgument => StatusCode::BAD_REQUEST,
+            RejectCode::PolicyViolation => StatusCode::UNPROCESSABLE_ENTITY,
         };
-        ApiError::new(status, r.code.as_str(), r.message)
+        let message = match &r.object_id {
+            Some(id) => format!("{} (id {id})", r.message),
+            None => r.message,
+        };
+        let mut e = ApiError::new(status, r.code.as_str(), message).with_details(
+            r.violations
+                .iter()
+                .map(|v| serde_json::to_value(v).unwrap_or_default())
+                .collect(),
+        );
+        e.object_id = r.object_id;
+        e
     }
 }
 
@@ -110,6 +127,7 @@ impl IntoResponse for ApiError {
                 code: self.code,
                 message: &self.message,
                 details: &self.details,
+                id: self.object_id.as_deref(),
             },
         };
         let mut response = (self.status, Json(body)).into_response();

@@ -4,10 +4,13 @@ pub mod audit;
 pub mod certificates;
 pub mod error;
 pub mod extract;
+pub mod issuers;
 pub mod openapi;
 pub mod ops;
+pub mod requests;
 pub mod sys;
 pub mod view;
+pub mod zones;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +32,9 @@ pub struct AppState {
     pub kek: Option<Arc<Kek>>,
     pub max_body_bytes: usize,
     pub metrics: Option<PrometheusHandle>,
+    /// Issuers' signers, opened once from their sealed keys (shared with the issuance worker).
+    pub signers: Arc<crate::workers::issuance::SignerCache>,
+    pub crls: Arc<issuers::CrlCache>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -54,6 +60,26 @@ pub fn router(state: AppState) -> Router {
             "/v1/certificates/{id}",
             get(certificates::get_one).delete(certificates::retire),
         )
+        .route("/v1/certificates/{id}/renew", post(certificates::renew))
+        .route("/v1/certificates/{id}/revoke", post(certificates::revoke))
+        .route(
+            "/v1/certificates/{id}/private-key",
+            get(certificates::private_key),
+        )
+        .route(
+            "/v1/certificate-requests",
+            get(requests::list).post(requests::create),
+        )
+        .route("/v1/certificate-requests/{id}", get(requests::get_one))
+        .route("/v1/zones", get(zones::list))
+        .route(
+            "/v1/zones/{*path}",
+            get(zones::get).put(zones::put).post(zones::evaluate),
+        )
+        .route("/v1/issuers", get(issuers::list).post(issuers::import))
+        .route("/v1/issuers/{name}", get(issuers::get_one))
+        .route("/v1/issuers/{name}/crl", get(issuers::crl))
+        .route("/v1/issuers/{name}/issued", get(issuers::issued))
         .route("/v1/audit", get(audit::list))
         .route("/v1/audit/verify", get(audit::verify))
         .fallback(|| async { ApiError::not_found("no such endpoint") })

@@ -5,7 +5,7 @@ use serde::Serialize;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
-use super::{audit, certificates, ops, sys};
+use super::{audit, certificates, issuers, ops, requests, sys, zones};
 
 /// The shape of every error answer.
 #[derive(Serialize, ToSchema)]
@@ -52,6 +52,21 @@ impl Modify for BearerAuth {
         certificates::list,
         certificates::get_one,
         certificates::retire,
+        certificates::renew,
+        certificates::revoke,
+        certificates::private_key,
+        requests::create,
+        requests::get_one,
+        requests::list,
+        zones::list,
+        zones::get,
+        zones::put,
+        zones::evaluate,
+        issuers::list,
+        issuers::get_one,
+        issuers::import,
+        issuers::crl,
+        issuers::issued,
         audit::list,
         audit::verify,
     ),
@@ -61,13 +76,30 @@ impl Modify for BearerAuth {
         certificates::ImportRequest,
         super::view::CertificateView,
         sys::InitResponse,
+        sys::InitRequest,
+        sys::BuiltinCaSettings,
+        certificates::RenewBody,
+        certificates::RevokeBody,
+        certificates::PrivateKeyView,
+        requests::RequestBody,
+        requests::RequestView,
+        zones::ZoneView,
+        zones::PutZoneBody,
+        zones::EffectiveView,
+        zones::EvaluateView,
+        issuers::IssuerView,
+        issuers::ImportIssuerBody,
+        issuers::IssuedSerialView,
         sys::AddMemberRequest,
         sys::TransferRequest,
         sys::TransferResponse,
     )),
     modifiers(&BearerAuth),
     tags(
-        (name = "certificates", description = "The certificate inventory"),
+        (name = "certificates", description = "The certificate inventory: import, renew, revoke, key export"),
+        (name = "requests", description = "Certificate requests, checked against zone policy and issued by the leader"),
+        (name = "zones", description = "Policy zones: inherited defaults and locks, dry-run evaluation"),
+        (name = "issuers", description = "certplane's CAs and their CRLs"),
         (name = "audit", description = "The hash-chained audit trail"),
         (name = "sys", description = "Initialisation, cluster membership and snapshots"),
         (name = "ops", description = "Health, readiness and metrics"),

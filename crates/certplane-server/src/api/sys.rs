@@ -40,10 +40,118 @@ pub struct InitResponse {
     pub token_id: String,
 }
 
+/// Settings of the built-in CA made at initialisation.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BuiltinCaSettings {
+    /// Subjects become `CN=<name> Root CA` and `CN=<name> Intermediate CA`.
+    #[serde(default = "default_ca_name")]
+    pub name: String,
+    /// `{"type":"ecdsa_p256"}` (default), `{"type":"ecdsa_p384"}`, `{"type":"rsa","bits":3072}`, ...
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub key: Option<certplane_core::request::KeySpec>,
+    #[serde(default = "default_root_days")]
+    pub root_validity_days: u32,
+    #[serde(default = "default_intermediate_days")]
+    pub intermediate_validity_days: u32,
+}
+
+fn default_ca_name() -> String {
+    "certplane".into()
+}
+fn default_root_days() -> u32 {
+    3650
+}
+fn default_intermediate_days() -> u32 {
+    1825
+}
+
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InitRequest {
+    /// The built-in CA (issuer `builtin`); made with defaults when omitted. Needs `--kek-file`.
+    #[serde(default)]
+    pub builtin_ca: Option<BuiltinCaSettings>,
+}
+
+/// The name of the issuer created at initialisation.
+pub const BUILTIN_ISSUER: &str = "builtin";
+
+/// The built-in CA: a fresh root and intermediate. Only the intermediate's key is kept (sealed); the
+/// root's key exists only while it signs the intermediate, so no node ever stores a root key.
+fn builtin_issuer(
+    kek: &certplane_pki::Kek,
+    settings: BuiltinCaSettings,
+) -> ApiResult<certplane_core::issuer::IssuerRecord> {
+    let spec = super::requests::pki_key_spec(
+        settings
+            .key
+            .unwrap_or(certplane_core::request::KeySpec::EcdsaP256),
+    );
+    let (root, intermediate) = certplane_pki::create_root_and_intermediate(
+        &settings.name,
+        &spec,
+        now_ms(),
+        settings.root_validity_days,
+        settings.intermediate_validity_days,
+    )
+    .map_err(|e| ApiError::bad_request("invalid_argument", e.to_string()))?;
+    super::issuers::issuer_record(
+        BUILTIN_ISSUER,
+        &intermediate,
+        &[&root],
+        "",
+        kek,
+        false,
+        &Principal::bootstrap(),
+    )
+}
+
 /// One-time initialisation: the only unauthenticated `/v1` endpoint. The root token is shown here
-/// once; only its hash is stored.
-#[utoipa::path(post, path = "/v1/sys/init", tag = "sys", responses((status = 201, description = "Initialised; the root token is shown once", body = InitResponse), (status = 409, description = "Already initialised", body = ErrorResponse), (status = 503, description = "No leader", body = ErrorResponse)))]
-pub async fn init(State(state): State<AppState>) -> ApiResult<(StatusCode, Json<InitResponse>)> {
+/// once; only its hash is stored. With a key-encryption key, the built-in CA is created too.
+#[utoipa::path(post, path = "/v1/sys/init", tag = "sys", request_body = Option<InitRequest>, responses((status = 201, description = "Initialised; the root token is shown once", body = InitResponse), (status = 409, description = "Already initialised", body = ErrorResponse), (status = 400, description = "Invalid CA settings", body = ErrorResponse), (status = 503, description = "No leader", body = ErrorResponse)))]
+pub async fn init(
+    State(state): State<AppState>,
+    body: axum::body::Bytes,
+) -> ApiResult<(StatusCode, Json<InitResponse>)> {
+    let request: InitRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        InitRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::bad_request(
+                "malformed_json",
+                format!("the body is not an init request: {e}"),
+            )
+        })?
+    };
+    if certplane_core::apply::is_initialized(&state.node.view()).unwrap_or(false) {
+        return Err(ApiError::conflict(
+            "already_initialized",
+            "the cluster is already initialised",
+        ));
+    }
+    let builtin = match (&state.kek, request.builtin_ca) {
+        (Some(kek), settings) => {
+            let settings = settings.unwrap_or(BuiltinCaSettings {
+                name: default_ca_name(),
+                key: None,
+                root_validity_days: default_root_days(),
+                intermediate_validity_days: default_intermediate_days(),
+            });
+            let kek = kek.clone();
+            Some(Box::new(
+                super::blocking(move || builtin_issuer(&kek, settings)).await?,
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(ApiError::bad_request(
+                "no_key_encryption_key",
+                "this node was started without --kek-file and cannot hold a CA key",
+            ))
+        }
+        (None, None) => None,
+    };
     let secret = new_secret();
     let token = TokenRecord {
         id: format!("tok_{}", random_hex(8)),
@@ -59,7 +167,10 @@ pub async fn init(State(state): State<AppState>) -> ApiResult<(StatusCode, Json<
     let proposal = Proposal::new(
         Timestamp(now_ms()),
         Principal::bootstrap(),
-        Command::Initialize { root_token: token },
+        Command::Initialize {
+            root_token: token,
+            builtin_issuer: builtin,
+        },
     );
     let outcome = state.node.write(proposal).await?;
     match outcome.result.map_err(ApiError::from)? {

@@ -45,6 +45,14 @@ pub struct CertificateView {
     pub retired_at: Option<String>,
     pub generation: u64,
     pub revision: u64,
+    /// The request that asked for it, when a certplane issuer signed it.
+    pub request_id: Option<String>,
+    /// The certplane issuer that signed it.
+    pub issued_by: Option<String>,
+    pub supersedes: Option<String>,
+    pub superseded_by: Option<String>,
+    pub revoked_at: Option<String>,
+    pub revocation_reason: Option<String>,
 }
 
 impl CertificateView {
@@ -79,6 +87,12 @@ impl CertificateView {
             retired_at: r.retired_at.map(rfc3339),
             generation: r.generation,
             revision: r.revision,
+            request_id: r.issuance.as_ref().map(|l| l.request_id.clone()),
+            issued_by: r.issuance.map(|l| l.issuer),
+            supersedes: r.supersedes,
+            superseded_by: r.superseded_by,
+            revoked_at: r.revocation.as_ref().map(|v| rfc3339(v.at)),
+            revocation_reason: r.revocation.map(|v| v.reason.as_str().to_string()),
         }
     }
 }

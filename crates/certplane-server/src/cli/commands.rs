@@ -216,6 +216,20 @@ pub(super) async fn cert(target: Target, command: CertCommand) -> i32 {
                 .await
                 .map(|v| print(target.output, &v, cert_line))
         }
+        CertCommand::Renew {
+            id,
+            validity,
+            key_type,
+            idempotency_key,
+        } => {
+            return super::issuance::renew(&target, &id, validity, key_type, idempotency_key).await
+        }
+        CertCommand::Revoke { id, reason } => {
+            return super::issuance::revoke(&target, &id, &reason).await
+        }
+        CertCommand::ExportKey { id, out } => {
+            return super::issuance::export_key(&target, &id, &out).await
+        }
     };
     result.map(|_| 0).unwrap_or_else(|e| fail(&e))
 }

@@ -1,0 +1,306 @@
+//! Inventory commands: import, retire, revoke, and the secondary indexes of certificate records.
+
+use super::{counts, forbidden_unless, get_certificate, put_counts, EntryContext};
+use crate::certificate::{CertificateRecord, CertificateStatus, Revocation, RevocationReason};
+use crate::command::{Applied, ImportCertificate, Proposal, Rejection};
+use crate::error::{CoreError, RejectCode};
+use crate::issuer::RevocationRecord;
+use crate::keys::{self, encode_record};
+use crate::principal::Role;
+use crate::store::{Keyspace, StateStore};
+
+pub(super) fn import_certificate(
+    store: &mut impl StateStore,
+    entry: EntryContext,
+    proposal: &Proposal,
+    import: &ImportCertificate,
+) -> Result<Result<Applied, Rejection>, CoreError> {
+    if let Some(rejection) = forbidden_unless(
+        &proposal.actor,
+        &[Role::Requester, Role::ZoneOwner],
+        &import.zone,
+    ) {
+        return Ok(Err(rejection));
+    }
+    let fingerprint = &import.details.fingerprint_sha256;
+    if let Some(existing_id) = store.get(Keyspace::ByFingerprint, fingerprint.as_bytes())? {
+        let existing_id = String::from_utf8(existing_id)
+            .map_err(|e| CoreError::corrupt("fingerprint index", e))?;
+        let Some(mut record) = get_certificate(store, &existing_id)? else {
+            return Err(CoreError::Invariant(format!(
+                "fingerprint index points at missing certificate {existing_id}"
+            )));
+        };
+        let mut changed = false;
+        if record.status == CertificateStatus::Revoked || record.revocation.is_some() {
+            // A revoked certificate stays revoked (also once retired): importing it again changes
+            // nothing.
+            return Ok(Ok(Applied::CertificateImported {
+                record: Box::new(record),
+                created: false,
+            }));
+        }
+        if record.status == CertificateStatus::Retired {
+            // Importing a retired certificate again brings it back under management.
+            unindex(store, &record);
+            record.status = CertificateStatus::Active;
+            record.retired_at = None;
+            record.owner = import.owner.clone();
+            record.zone = import.zone.clone();
+            record.tags = import.tags.clone();
+            let mut c = counts(store)?;
+            c.retired = c.retired.saturating_sub(1);
+            c.active += 1;
+            put_counts(store, c);
+            changed = true;
+        }
+        if record.private_key.is_none() && import.private_key.is_some() {
+            record.private_key = import.private_key.clone();
+            changed = true;
+        }
+        if changed {
+            record.generation += 1;
+            record.revision = entry.index;
+            record.updated_at = proposal.proposed_at;
+            write_certificate(store, &record);
+        }
+        return Ok(Ok(Applied::CertificateImported {
+            record: Box::new(record),
+            created: false,
+        }));
+    }
+    if get_certificate(store, &import.id)?.is_some() {
+        return Ok(Err(Rejection::new(
+            RejectCode::Conflict,
+            format!("certificate id {} is taken", import.id),
+        )));
+    }
+    let record = CertificateRecord {
+        id: import.id.clone(),
+        details: import.details.clone(),
+        chain_pem: import.chain_pem.clone(),
+        owner: import.owner.clone(),
+        zone: import.zone.clone(),
+        tags: import.tags.clone(),
+        status: CertificateStatus::Active,
+        private_key: import.private_key.clone(),
+        created_at: proposal.proposed_at,
+        updated_at: proposal.proposed_at,
+        retired_at: None,
+        generation: 1,
+        revision: entry.index,
+        issuance: None,
+        supersedes: None,
+        superseded_by: None,
+        revocation: None,
+    };
+    store.put(
+        Keyspace::ByFingerprint,
+        fingerprint.as_bytes(),
+        record.id.as_bytes(),
+    );
+    write_certificate(store, &record);
+    let mut c = counts(store)?;
+    c.active += 1;
+    put_counts(store, c);
+    Ok(Ok(Applied::CertificateImported {
+        record: Box::new(record),
+        created: true,
+    }))
+}
+
+pub(super) fn retire_certificate(
+    store: &mut impl StateStore,
+    entry: EntryContext,
+    proposal: &Proposal,
+    id: &str,
+) -> Result<Result<Applied, Rejection>, CoreError> {
+    let Some(mut record) = get_certificate(store, id)? else {
+        return Ok(Err(Rejection::new(
+            RejectCode::NotFound,
+            format!("no certificate with id {id}"),
+        )));
+    };
+    if let Some(rejection) = forbidden_unless(&proposal.actor, &[Role::ZoneOwner], &record.zone) {
+        return Ok(Err(rejection));
+    }
+    if record.status == CertificateStatus::Retired {
+        return Ok(Ok(Applied::CertificateRetired {
+            record: Box::new(record),
+        }));
+    }
+    let was = record.status;
+    unindex(store, &record);
+    record.status = CertificateStatus::Retired;
+    record.retired_at = Some(proposal.proposed_at);
+    record.updated_at = proposal.proposed_at;
+    record.generation += 1;
+    record.revision = entry.index;
+    write_certificate(store, &record);
+    let mut c = counts(store)?;
+    match was {
+        CertificateStatus::Revoked => c.revoked = c.revoked.saturating_sub(1),
+        _ => c.active = c.active.saturating_sub(1),
+    }
+    c.retired += 1;
+    put_counts(store, c);
+    Ok(Ok(Applied::CertificateRetired {
+        record: Box::new(record),
+    }))
+}
+
+pub(super) fn revoke_certificate(
+    store: &mut impl StateStore,
+    entry: EntryContext,
+    proposal: &Proposal,
+    id: &str,
+    reason: RevocationReason,
+) -> Result<Result<Applied, Rejection>, CoreError> {
+    let Some(mut record) = get_certificate(store, id)? else {
+        return Ok(Err(Rejection::new(
+            RejectCode::NotFound,
+            format!("no certificate with id {id}"),
+        )));
+    };
+    if let Some(rejection) = forbidden_unless(&proposal.actor, &[Role::ZoneOwner], &record.zone) {
+        return Ok(Err(rejection));
+    }
+    let Some(link) = record.issuance.clone() else {
+        return Ok(Err(Rejection::new(
+            RejectCode::Conflict,
+            format!(
+                "certificate {id} was imported, not issued by a certplane issuer; revoke it at the CA that issued it"
+            ),
+        )));
+    };
+    // Revoked once is revoked for good (retiring it afterwards keeps the revocation): revoking again
+    // changes nothing, so the CRL entry keeps its date and the issuer counts it once.
+    if record.status == CertificateStatus::Revoked || record.revocation.is_some() {
+        return Ok(Ok(Applied::CertificateRevoked {
+            record: Box::new(record),
+        }));
+    }
+    let Some(mut issuer) = super::get_issuer(store, &link.issuer)? else {
+        return Err(CoreError::Invariant(format!(
+            "certificate {id} names missing issuer {}",
+            link.issuer
+        )));
+    };
+    let was = record.status;
+    unindex(store, &record);
+    record.status = CertificateStatus::Revoked;
+    record.revocation = Some(Revocation {
+        at: proposal.proposed_at,
+        reason,
+        by: proposal.actor.id.clone(),
+    });
+    record.updated_at = proposal.proposed_at;
+    record.generation += 1;
+    record.revision = entry.index;
+    write_certificate(store, &record);
+    let serial = record.details.serial.clone();
+    store.put(
+        Keyspace::Revocations,
+        &keys::index_key(&issuer.name, &serial),
+        &encode_record(&RevocationRecord {
+            certificate_id: record.id.clone(),
+            serial,
+            revoked_at: proposal.proposed_at,
+            reason,
+        }),
+    );
+    issuer.revoked_count += 1;
+    issuer.crl_number += 1;
+    issuer.revision = entry.index;
+    super::issuers::put_issuer(store, &issuer);
+    let mut c = counts(store)?;
+    match was {
+        CertificateStatus::Active => c.active = c.active.saturating_sub(1),
+        CertificateStatus::Retired => c.retired = c.retired.saturating_sub(1),
+        CertificateStatus::Revoked => {}
+    }
+    c.revoked += 1;
+    put_counts(store, c);
+    Ok(Ok(Applied::CertificateRevoked {
+        record: Box::new(record),
+    }))
+}
+
+pub(super) fn export_private_key(
+    store: &mut impl StateStore,
+    proposal: &Proposal,
+    id: &str,
+) -> Result<Result<Applied, Rejection>, CoreError> {
+    let Some(record) = get_certificate(store, id)? else {
+        return Ok(Err(Rejection::new(
+            RejectCode::NotFound,
+            format!("no certificate with id {id}"),
+        )));
+    };
+    if let Some(rejection) = forbidden_unless(&proposal.actor, &[Role::ZoneOwner], &record.zone) {
+        return Ok(Err(rejection));
+    }
+    if record.private_key.is_none() {
+        return Ok(Err(Rejection::new(
+            RejectCode::NotFound,
+            format!("certplane holds no private key for certificate {id}"),
+        )));
+    }
+    Ok(Ok(Applied::KeyExportAllowed { id: id.to_string() }))
+}
+
+/// Write the record and every secondary index entry that its current fields call for.
+pub(super) fn write_certificate(store: &mut impl StateStore, record: &CertificateRecord) {
+    store.put(
+        Keyspace::Certificates,
+        record.id.as_bytes(),
+        &encode_record(record),
+    );
+    for (ks, key) in index_entries(record) {
+        store.put(ks, &key, b"");
+    }
+}
+
+/// Remove the index entries of the record as stored, before its fields change.
+pub(super) fn unindex(store: &mut impl StateStore, record: &CertificateRecord) {
+    for (ks, key) in index_entries(record) {
+        store.delete(ks, &key);
+    }
+}
+
+fn index_entries(record: &CertificateRecord) -> Vec<(Keyspace, Vec<u8>)> {
+    let id = record.id.as_str();
+    let mut entries = vec![
+        (Keyspace::ByOwner, keys::index_key(&record.owner, id)),
+        (Keyspace::ByZone, keys::index_key(&record.zone, id)),
+        (
+            Keyspace::ByIssuer,
+            keys::index_key(&record.details.issuer.to_lowercase(), id),
+        ),
+        (
+            Keyspace::ByStatus,
+            keys::index_key(record.status.as_str(), id),
+        ),
+    ];
+    // Only managed certificates are "expiring": retired ones leave the expiry index.
+    if record.status == CertificateStatus::Active {
+        entries.push((
+            Keyspace::ByExpiry,
+            keys::expiry_key(record.details.not_after, id),
+        ));
+    }
+    let mut grams: Vec<String> = record
+        .details
+        .names()
+        .iter()
+        .flat_map(|n| keys::trigrams(n))
+        .collect();
+    grams.sort();
+    grams.dedup();
+    entries.extend(
+        grams
+            .into_iter()
+            .map(|g| (Keyspace::ByNameTrigram, keys::index_key(&g, id))),
+    );
+    entries
+}

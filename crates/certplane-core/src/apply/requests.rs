@@ -1,0 +1,407 @@
+//! Request commands: record and evaluate a request (intake), then apply the issuance worker's outcome.
+//!
+//! The policy verdict is reached here, inside `apply`, against the zone policies as committed: a policy
+//! change that lands between a client's dry run and its submission is honoured, and every node reaches
+//! the same verdict (DESIGN.md section 2).
+
+use super::inventory::{unindex, write_certificate};
+use super::issuers::{get_issuer, put_issuer};
+use super::{counts, forbidden_unless, get_certificate, put_counts, EntryContext};
+use crate::certificate::{CertificateRecord, CertificateStatus, IssuanceLink};
+use crate::command::{Applied, CompleteIssuance, Proposal, Rejection, SubmitRequest};
+use crate::error::{CoreError, RejectCode};
+use crate::issuer::IssuedSerial;
+use crate::keys::{self, decode_record, encode_record};
+use crate::names::San;
+use crate::policy::{self, RequestFacts, Violation};
+use crate::principal::Role;
+use crate::request::{RequestRecord, RequestState};
+use crate::store::{Keyspace, StateRead, StateStore};
+use crate::zone;
+
+/// The principal the leader's issuance worker proposes outcomes as.
+pub const ISSUANCE_WORKER: &str = "system:issuance";
+
+pub fn get_request(store: &impl StateRead, id: &str) -> Result<Option<RequestRecord>, CoreError> {
+    store
+        .get(Keyspace::Requests, id.as_bytes())?
+        .map(|b| decode_record("request", &b))
+        .transpose()
+}
+
+/// Index entries of a request: `kind ++ 0 ++ value ++ 0 ++ id`.
+pub fn request_index_key(kind: &str, value: &str, id: &str) -> Vec<u8> {
+    keys::index_key(&format!("{kind}\0{value}"), id)
+}
+
+fn request_index_entries(record: &RequestRecord) -> Vec<Vec<u8>> {
+    let mut entries = vec![
+        request_index_key("state", record.state.as_str(), &record.id),
+        request_index_key("zone", &record.spec.zone, &record.id),
+        request_index_key("requester", &record.requested_by, &record.id),
+    ];
+    if let Some(owner) = &record.spec.owner {
+        entries.push(request_index_key("owner", owner, &record.id));
+    }
+    entries
+}
+
+fn write_request(store: &mut impl StateStore, record: &RequestRecord) {
+    store.put(
+        Keyspace::Requests,
+        record.id.as_bytes(),
+        &encode_record(record),
+    );
+    for key in request_index_entries(record) {
+        store.put(Keyspace::RequestIndex, &key, b"");
+    }
+    if record.state == RequestState::Approved {
+        store.put(Keyspace::IssuanceQueue, record.id.as_bytes(), b"");
+    } else {
+        store.delete(Keyspace::IssuanceQueue, record.id.as_bytes());
+    }
+}
+
+fn unindex_request(store: &mut impl StateStore, record: &RequestRecord) {
+    for key in request_index_entries(record) {
+        store.delete(Keyspace::RequestIndex, &key);
+    }
+}
+
+/// What [`evaluate_request`] found: the resolved issuer, every violation, the zone versions evaluated
+/// (root first) and whether the zone requires approval.
+pub type Evaluation = (String, Vec<Violation>, Vec<(String, u64)>, bool);
+
+/// Every reason the request breaks policy, as the dry run (`POST /v1/zones/{path}/evaluate`) and the
+/// real submission both see it.
+pub fn evaluate_request(
+    store: &impl StateRead,
+    spec: &crate::request::RequestSpec,
+) -> Result<Evaluation, CoreError> {
+    let (effective, versions) = zone::effective_for(store, &spec.zone)?;
+    let issuer = spec
+        .issuer
+        .clone()
+        .unwrap_or_else(|| effective.default_issuer.value.clone());
+    let facts = RequestFacts {
+        zone: spec.zone.clone(),
+        common_name: spec.common_name.clone(),
+        sans: spec.sans.clone(),
+        key: spec.key_facts,
+        validity: spec.validity,
+        issuer: issuer.clone(),
+        owner: spec.owner.clone(),
+        tags: spec.tags.clone(),
+    };
+    let mut violations = policy::evaluate(&effective, &facts);
+    if get_issuer(store, &issuer)?.is_none() {
+        violations.push(Violation {
+            rule: "issuer".into(),
+            zone: "(system)".into(),
+            value: issuer.clone(),
+            message: format!("no issuer named {issuer} is configured"),
+        });
+    }
+    Ok((
+        issuer,
+        violations,
+        versions,
+        effective.approval_required.value,
+    ))
+}
+
+pub(super) fn submit_request(
+    store: &mut impl StateStore,
+    entry: EntryContext,
+    proposal: &Proposal,
+    submit: &SubmitRequest,
+) -> Result<Result<Applied, Rejection>, CoreError> {
+    let spec = &submit.spec;
+    if let Some(rejection) = forbidden_unless(
+        &proposal.actor,
+        &[Role::Requester, Role::ZoneOwner],
+        &spec.zone,
+    ) {
+        return Ok(Err(rejection));
+    }
+    if zone::get_zone(store, &spec.zone)?.is_none() {
+        return Ok(Err(Rejection::new(
+            RejectCode::NotFound,
+            format!("zone {} does not exist", spec.zone),
+        )));
+    }
+    if get_request(store, &submit.id)?.is_some() {
+        return Ok(Err(Rejection::new(
+            RejectCode::Conflict,
+            format!("request id {} is taken", submit.id),
+        )));
+    }
+    if let Some(old) = &spec.renewal_of {
+        match get_certificate(store, old)? {
+            None => {
+                return Ok(Err(Rejection::new(
+                    RejectCode::NotFound,
+                    format!("no certificate with id {old} to renew"),
+                )))
+            }
+            Some(cert) => {
+                // Issuing the renewal changes the old certificate (it becomes superseded), so the
+                // requester must also be allowed in the zone the old certificate lives in.
+                if let Some(rejection) = forbidden_unless(
+                    &proposal.actor,
+                    &[Role::Requester, Role::ZoneOwner],
+                    &cert.zone,
+                ) {
+                    return Ok(Err(rejection));
+                }
+                if let Some(newer) = cert.superseded_by {
+                    return Ok(Err(Rejection::new(
+                        RejectCode::Conflict,
+                        format!("certificate {old} was already renewed by {newer}"),
+                    )));
+                }
+            }
+        }
+    }
+    let (issuer, violations, policy_versions, approval_required) = evaluate_request(store, spec)?;
+    let state = if !violations.is_empty() {
+        RequestState::Rejected
+    } else if approval_required {
+        RequestState::PendingApproval
+    } else {
+        RequestState::Approved
+    };
+    let record = RequestRecord {
+        id: submit.id.clone(),
+        spec: spec.clone(),
+        issuer,
+        state,
+        violations: violations.clone(),
+        policy_versions,
+        requested_by: proposal.actor.id.clone(),
+        created_at: proposal.proposed_at,
+        updated_at: proposal.proposed_at,
+        certificate_id: None,
+        error: None,
+        generation: 1,
+        revision: entry.index,
+    };
+    write_request(store, &record);
+    if state == RequestState::Rejected {
+        let mut rejection = Rejection::new(
+            RejectCode::PolicyViolation,
+            format!(
+                "request {} breaks the policy of zone {}: {} violation(s)",
+                record.id,
+                spec.zone,
+                violations.len()
+            ),
+        );
+        rejection.violations = violations;
+        rejection.object_id = Some(record.id.clone());
+        return Ok(Err(rejection));
+    }
+    Ok(Ok(Applied::RequestRecorded {
+        request: Box::new(record),
+    }))
+}
+
+/// The worker's outcome must answer the request as it stands now, else it is stale.
+fn outcome_target(
+    store: &impl StateRead,
+    proposal: &Proposal,
+    request_id: &str,
+    generation: u64,
+) -> Result<Result<RequestRecord, Rejection>, CoreError> {
+    if proposal.actor.id != ISSUANCE_WORKER {
+        return Ok(Err(Rejection::new(
+            RejectCode::Forbidden,
+            "only the issuance worker records issuance outcomes",
+        )));
+    }
+    let Some(request) = get_request(store, request_id)? else {
+        return Ok(Err(Rejection::new(
+            RejectCode::NotFound,
+            format!("no request with id {request_id}"),
+        )));
+    };
+    if request.state != RequestState::Approved || request.generation != generation {
+        return Ok(Err(Rejection::new(
+            RejectCode::StaleGeneration,
+            format!(
+                "request {request_id} is {} at generation {}; the outcome for generation {generation} is ignored",
+                request.state.as_str(),
+                request.generation
+            ),
+        )));
+    }
+    Ok(Ok(request))
+}
+
+fn same_names(request: &RequestRecord, done: &CompleteIssuance) -> bool {
+    let mut wanted: Vec<String> = request.spec.sans.iter().map(San::to_string).collect();
+    let mut got = done.details.sans.clone();
+    wanted.sort();
+    got.sort();
+    wanted == got && request.spec.common_name == done.details.common_name
+}
+
+pub(super) fn complete_issuance(
+    store: &mut impl StateStore,
+    entry: EntryContext,
+    proposal: &Proposal,
+    done: &CompleteIssuance,
+) -> Result<Result<Applied, Rejection>, CoreError> {
+    let mut request = match outcome_target(store, proposal, &done.request_id, done.generation)? {
+        Ok(request) => request,
+        Err(rejection) => return Ok(Err(rejection)),
+    };
+    // The state machine checks the worker's certificate against the approved request: names exactly
+    // as approved, validity within what was evaluated.
+    let validity_ms = done.details.not_after.millis() - done.details.not_before.millis();
+    if !same_names(&request, done) || validity_ms > request.spec.validity.0.saturating_mul(1000) {
+        return Ok(Err(Rejection::new(
+            RejectCode::InvalidArgument,
+            format!(
+                "the issued certificate for request {} does not match what was approved",
+                request.id
+            ),
+        )));
+    }
+    // Two renewals of one certificate may both be approved; only the first issued supersedes it. The
+    // later one is answered (failed) rather than left queued, so the worker does not sign it again.
+    if let Some(old_id) = &request.spec.renewal_of {
+        if let Some(newer) = get_certificate(store, old_id)?.and_then(|c| c.superseded_by) {
+            let message = format!("certificate {old_id} was already renewed by {newer}");
+            let id = request.id.clone();
+            record_failure(store, entry, proposal, request, &message);
+            let mut rejection = Rejection::new(RejectCode::Conflict, message);
+            rejection.object_id = Some(id);
+            return Ok(Err(rejection));
+        }
+    }
+    let Some(mut issuer) = get_issuer(store, &request.issuer)? else {
+        return Ok(Err(Rejection::new(
+            RejectCode::NotFound,
+            format!("issuer {} no longer exists", request.issuer),
+        )));
+    };
+    let serial_key = keys::index_key(&issuer.name, &done.details.serial);
+    if store.get(Keyspace::IssuedSerials, &serial_key)?.is_some() {
+        return Ok(Err(Rejection::new(
+            RejectCode::Conflict,
+            format!(
+                "serial {} was already issued by {}",
+                done.details.serial, issuer.name
+            ),
+        )));
+    }
+    let fingerprint = done.details.fingerprint_sha256.as_bytes();
+    if store.get(Keyspace::ByFingerprint, fingerprint)?.is_some()
+        || get_certificate(store, &done.certificate_id)?.is_some()
+    {
+        return Ok(Err(Rejection::new(
+            RejectCode::Conflict,
+            format!(
+                "certificate {} is already in the inventory",
+                done.certificate_id
+            ),
+        )));
+    }
+    let record = CertificateRecord {
+        id: done.certificate_id.clone(),
+        details: done.details.clone(),
+        chain_pem: done.chain_pem.clone(),
+        owner: request.spec.owner.clone().unwrap_or_default(),
+        zone: request.spec.zone.clone(),
+        tags: request.spec.tags.clone(),
+        status: CertificateStatus::Active,
+        private_key: done.private_key.clone(),
+        created_at: proposal.proposed_at,
+        updated_at: proposal.proposed_at,
+        retired_at: None,
+        generation: 1,
+        revision: entry.index,
+        issuance: Some(IssuanceLink {
+            request_id: request.id.clone(),
+            issuer: issuer.name.clone(),
+        }),
+        supersedes: request.spec.renewal_of.clone(),
+        superseded_by: None,
+        revocation: None,
+    };
+    store.put(Keyspace::ByFingerprint, fingerprint, record.id.as_bytes());
+    write_certificate(store, &record);
+    if let Some(old_id) = &request.spec.renewal_of {
+        if let Some(mut old) = get_certificate(store, old_id)? {
+            unindex(store, &old);
+            old.superseded_by = Some(record.id.clone());
+            old.updated_at = proposal.proposed_at;
+            old.generation += 1;
+            old.revision = entry.index;
+            write_certificate(store, &old);
+        }
+    }
+    store.put(
+        Keyspace::IssuedSerials,
+        &serial_key,
+        &encode_record(&IssuedSerial {
+            certificate_id: record.id.clone(),
+            request_id: request.id.clone(),
+            issued_at: proposal.proposed_at,
+        }),
+    );
+    issuer.issued_count += 1;
+    issuer.revision = entry.index;
+    put_issuer(store, &issuer);
+    let mut c = counts(store)?;
+    c.active += 1;
+    put_counts(store, c);
+
+    unindex_request(store, &request);
+    request.state = RequestState::Issued;
+    request.certificate_id = Some(record.id.clone());
+    request.updated_at = proposal.proposed_at;
+    request.generation += 1;
+    request.revision = entry.index;
+    write_request(store, &request);
+    Ok(Ok(Applied::RequestUpdated {
+        request: Box::new(request),
+    }))
+}
+
+pub(super) fn fail_issuance(
+    store: &mut impl StateStore,
+    entry: EntryContext,
+    proposal: &Proposal,
+    request_id: &str,
+    generation: u64,
+    error: &str,
+) -> Result<Result<Applied, Rejection>, CoreError> {
+    let request = match outcome_target(store, proposal, request_id, generation)? {
+        Ok(request) => request,
+        Err(rejection) => return Ok(Err(rejection)),
+    };
+    let request = record_failure(store, entry, proposal, request, error);
+    Ok(Ok(Applied::RequestUpdated {
+        request: Box::new(request),
+    }))
+}
+
+/// Move an approved request to `failed` (final), out of the issuance queue.
+fn record_failure(
+    store: &mut impl StateStore,
+    entry: EntryContext,
+    proposal: &Proposal,
+    mut request: RequestRecord,
+    error: &str,
+) -> RequestRecord {
+    unindex_request(store, &request);
+    request.state = RequestState::Failed;
+    request.error = Some(error.to_string());
+    request.updated_at = proposal.proposed_at;
+    request.generation += 1;
+    request.revision = entry.index;
+    write_request(store, &request);
+    request
+}

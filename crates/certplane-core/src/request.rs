@@ -1,0 +1,138 @@
+//! Certificate requests: what a requester asked for, the policy verdict, and where issuance stands.
+//!
+//! ```text
+//!  submitted ─► rejected                      (policy said no; violations kept on the record)
+//!      │
+//!      ├──────► pending_approval              (zone policy requires approval; a later stage decides)
+//!      ▼
+//!   approved ─► issuing ─► issued             (the leader's issuance worker signs, proposes the outcome)
+//!                    └───► failed             (the issuer refused or could not sign)
+//! ```
+//!
+//! `submitted` is the intake state and never rests in the store: the same command that records a
+//! request evaluates it. `approved` requests sit in the issuance queue (an intent, DESIGN.md section 3)
+//! until the outcome is applied.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::names::San;
+use crate::policy::{KeyFacts, Span, Violation};
+use crate::time::Timestamp;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestState {
+    Submitted,
+    Rejected,
+    PendingApproval,
+    Approved,
+    Issuing,
+    Issued,
+    Failed,
+}
+
+impl RequestState {
+    pub const ALL: [RequestState; 7] = [
+        RequestState::Submitted,
+        RequestState::Rejected,
+        RequestState::PendingApproval,
+        RequestState::Approved,
+        RequestState::Issuing,
+        RequestState::Issued,
+        RequestState::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestState::Submitted => "submitted",
+            RequestState::Rejected => "rejected",
+            RequestState::PendingApproval => "pending_approval",
+            RequestState::Approved => "approved",
+            RequestState::Issuing => "issuing",
+            RequestState::Issued => "issued",
+            RequestState::Failed => "failed",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<RequestState> {
+        RequestState::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+
+    /// A state no worker will move on from by itself.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            RequestState::Rejected | RequestState::Issued | RequestState::Failed
+        )
+    }
+}
+
+/// A key certplane generates for the requester (the key never leaves certplane unless exported).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum KeySpec {
+    Rsa { bits: u32 },
+    EcdsaP256,
+    EcdsaP384,
+    Ed25519,
+}
+
+/// Where the certificate's key comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum KeySource {
+    /// The requester holds the key and sent a CSR (verified at intake; only its public key is used).
+    Csr { csr_pem: String },
+    /// certplane generates the key when it issues, and stores it sealed with the certificate.
+    Generate { spec: KeySpec },
+}
+
+/// The fields a requester sets, after intake normalised them (names lowercased, IDNA, no trailing dot).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestSpec {
+    pub zone: String,
+    pub common_name: Option<String>,
+    pub sans: Vec<San>,
+    pub key: KeySource,
+    /// Facts about the key: read from the CSR, or implied by the key spec.
+    pub key_facts: KeyFacts,
+    /// Requested validity; intake fills in the zone's maximum when the requester gives none.
+    pub validity: Span,
+    /// Issuer name; `None` means the zone's default issuer.
+    pub issuer: Option<String>,
+    pub owner: Option<String>,
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    /// Set on a renewal: the certificate the new one will supersede.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renewal_of: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestRecord {
+    pub id: String,
+    #[serde(flatten)]
+    pub spec: RequestSpec,
+    /// The issuer the request resolved to (the requested one or the zone's default). Stored under its
+    /// own key: the flattened spec already has an `issuer` (the requested one, possibly null).
+    #[serde(rename = "resolved_issuer")]
+    pub issuer: String,
+    pub state: RequestState,
+    /// Every policy violation found, when the request was rejected.
+    #[serde(default)]
+    pub violations: Vec<Violation>,
+    /// The policy evaluated: each zone on the path with the version it had, root first.
+    pub policy_versions: Vec<(String, u64)>,
+    pub requested_by: String,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Bumped on every state change; outcomes name the generation they answer.
+    pub generation: u64,
+    pub revision: u64,
+}

@@ -1,0 +1,2060 @@
+//! State machine tests for zones, certificate requests, issuance outcomes and revocation, over the
+//! in-memory store: no I/O, no runtime. Every proposal round-trips through the log encoding first.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use certplane_core::apply::{
+    counts, get_certificate, get_issuer, get_request, state_digest, ISSUANCE_WORKER,
+};
+use certplane_core::audit::verify_chain;
+use certplane_core::certificate::{IssuanceLink, RevocationReason};
+use certplane_core::command::{CompleteIssuance, PutZone, SubmitRequest};
+use certplane_core::issuer::{IssuedSerial, IssuerKind, IssuerRecord, RevocationRecord};
+use certplane_core::keys::{decode_record, index_key, index_prefix, meta};
+use certplane_core::names::{normalize_san, San};
+use certplane_core::policy::{KeyFacts, KeyType, Span, ZonePolicy};
+use certplane_core::request::{KeySource, KeySpec, RequestRecord, RequestSpec, RequestState};
+use certplane_core::store::prefix_end;
+use certplane_core::zone::{get_zone, history_key, ZoneRecord};
+use certplane_core::{
+    apply, Applied, CertificateDetails, CertificateRecord, CertificateStatus, Command,
+    EncryptedKey, EntryContext, ImportCertificate, Keyspace, MemStore, Outcome, Principal,
+    Proposal, RejectCode, Rejection, Role, StateRead, Timestamp, TokenRecord,
+};
+use proptest::prelude::*;
+
+// ---------------------------------------------------------------------------------------------------
+// Harness
+// ---------------------------------------------------------------------------------------------------
+
+fn admin() -> Principal {
+    Principal {
+        id: "tok_root".into(),
+        name: "root".into(),
+        roles: vec![Role::Admin],
+        zones: vec![],
+    }
+}
+
+fn who(id: &str, roles: &[Role], zones: &[&str]) -> Principal {
+    Principal {
+        id: id.into(),
+        name: id.into(),
+        roles: roles.to_vec(),
+        zones: zones.iter().map(|z| z.to_string()).collect(),
+    }
+}
+
+/// The principal the leader's issuance worker proposes outcomes as.
+fn worker() -> Principal {
+    Principal {
+        id: ISSUANCE_WORKER.into(),
+        name: "issuance worker".into(),
+        roles: vec![Role::Admin],
+        zones: vec![],
+    }
+}
+
+fn root_token() -> TokenRecord {
+    TokenRecord {
+        id: "tok_root".into(),
+        name: "root".into(),
+        secret_sha256: "ab".repeat(32),
+        roles: vec![Role::Admin],
+        zones: vec![],
+        created_at: Timestamp(1),
+        created_by: "system:init".into(),
+        revoked_at: None,
+    }
+}
+
+fn sealed(tag: &str) -> EncryptedKey {
+    EncryptedKey {
+        v: 1,
+        algorithm: "aes-256-gcm".into(),
+        kek_id: "kek-1".into(),
+        wrapped_data_key: format!("wrapped-{tag}"),
+        sealed_key: format!("sealed-{tag}"),
+    }
+}
+
+/// An issuer as a proposer would send it, with counters that `apply` must not trust.
+fn issuer(name: &str) -> IssuerRecord {
+    IssuerRecord {
+        name: name.into(),
+        kind: IssuerKind::Builtin,
+        subject: format!("CN={name} CA"),
+        ca_cert_pem: format!("-----BEGIN CERTIFICATE-----\n{name}\n-----END CERTIFICATE-----\n"),
+        chain_pem: format!("-----BEGIN CERTIFICATE-----\n{name}\n-----END CERTIFICATE-----\n"),
+        key: sealed(name),
+        key_algorithm: "EC".into(),
+        not_after: Timestamp(i64::MAX / 2),
+        imported: false,
+        created_at: Timestamp(1),
+        created_by: "system:init".into(),
+        issued_count: 7,
+        revoked_count: 3,
+        crl_number: 5,
+        revision: 99,
+    }
+}
+
+/// A zone policy from JSON, in canonical form.
+fn policy(json: &str) -> ZonePolicy {
+    let raw: ZonePolicy = serde_json::from_str(json).expect("policy JSON");
+    raw.normalized().expect("valid policy")
+}
+
+fn put(path: &str, policy: ZonePolicy, expected_version: Option<u64>) -> Command {
+    Command::PutZone(Box::new(PutZone {
+        path: path.into(),
+        policy,
+        expected_version,
+    }))
+}
+
+fn san(name: &str) -> San {
+    normalize_san(name).expect("valid SAN")
+}
+
+/// A compliant request for the default policy: the first name is the CN, ECDSA P-256, 90 days.
+fn spec(zone: &str, names: &[&str]) -> RequestSpec {
+    RequestSpec {
+        zone: zone.into(),
+        common_name: names.first().map(|n| n.to_string()),
+        sans: names.iter().map(|n| san(n)).collect(),
+        key: KeySource::Generate {
+            spec: KeySpec::EcdsaP256,
+        },
+        key_facts: KeyFacts {
+            algorithm: KeyType::EcdsaP256,
+            bits: 256,
+        },
+        validity: Span::days(90),
+        issuer: None,
+        owner: Some("team-a".into()),
+        tags: BTreeMap::from([("env".to_string(), "test".to_string())]),
+        renewal_of: None,
+    }
+}
+
+fn submit(id: &str, spec: RequestSpec) -> Command {
+    Command::SubmitRequest(Box::new(SubmitRequest {
+        id: id.into(),
+        spec,
+    }))
+}
+
+fn cert_id(n: u32) -> String {
+    format!("crt_{n:024x}")
+}
+
+/// What the worker read back from the certificate it signed for `request`: exactly the approved
+/// names and validity; `n` picks the serial and fingerprint.
+fn issued_details(request: &RequestRecord, n: u32) -> CertificateDetails {
+    CertificateDetails {
+        fingerprint_sha256: format!("{n:064x}"),
+        subject: request
+            .spec
+            .common_name
+            .as_ref()
+            .map_or(String::new(), |cn| format!("CN={cn}")),
+        common_name: request.spec.common_name.clone(),
+        issuer: "CN=builtin CA".into(),
+        serial: format!("{n:x}"),
+        sans: request.spec.sans.iter().map(San::to_string).collect(),
+        not_before: Timestamp(0),
+        not_after: Timestamp(request.spec.validity.millis()),
+        key_algorithm: "EC".into(),
+        key_bits: 256,
+        signature_algorithm: "ecdsa-with-SHA256".into(),
+        is_ca: false,
+        self_signed: false,
+    }
+}
+
+fn complete_with(
+    request_id: &str,
+    generation: u64,
+    certificate_id: String,
+    details: CertificateDetails,
+) -> Command {
+    Command::CompleteIssuance(Box::new(CompleteIssuance {
+        request_id: request_id.into(),
+        generation,
+        certificate_id,
+        chain_pem: format!(
+            "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+            details.serial
+        ),
+        details,
+        private_key: Some(sealed(request_id)),
+    }))
+}
+
+fn complete(request: &RequestRecord, n: u32) -> Command {
+    complete_with(
+        &request.id,
+        request.generation,
+        cert_id(n),
+        issued_details(request, n),
+    )
+}
+
+fn fail(request_id: &str, generation: u64) -> Command {
+    Command::FailIssuance {
+        request_id: request_id.into(),
+        generation,
+        error: "the issuer refused to sign".into(),
+    }
+}
+
+fn revoke(id: &str, reason: RevocationReason) -> Command {
+    Command::RevokeCertificate {
+        id: id.into(),
+        reason,
+    }
+}
+
+/// A tiny log: applies proposals with increasing indexes, as the Raft adapter would.
+struct Log {
+    store: MemStore,
+    next: u64,
+}
+
+impl Log {
+    fn new() -> Self {
+        Log {
+            store: MemStore::new(),
+            next: 1,
+        }
+    }
+
+    fn init(builtin_issuer: Option<IssuerRecord>) -> Self {
+        let mut log = Log::new();
+        let out = log.propose(
+            Principal::bootstrap(),
+            Command::Initialize {
+                root_token: root_token(),
+                builtin_issuer: builtin_issuer.map(Box::new),
+            },
+        );
+        assert!(out.result.is_ok(), "{out:?}");
+        log
+    }
+
+    /// Initialised with the built-in issuer `builtin`.
+    fn initialized() -> Self {
+        Log::init(Some(issuer("builtin")))
+    }
+
+    fn now(&self) -> Timestamp {
+        Timestamp(self.next as i64 * 1000)
+    }
+
+    fn propose(&mut self, actor: Principal, command: Command) -> Outcome {
+        self.propose_full(Proposal::new(self.now(), actor, command))
+    }
+
+    fn propose_full(&mut self, proposal: Proposal) -> Outcome {
+        // Round-trip through the log encoding, as every follower does.
+        let decoded = Proposal::decode(&proposal.encode()).expect("decodes");
+        assert_eq!(decoded, proposal, "the log encoding is lossless");
+        let out = apply(
+            &mut self.store,
+            EntryContext {
+                index: self.next,
+                term: 1,
+            },
+            &decoded,
+        )
+        .expect("applies");
+        if !out.replayed {
+            assert_eq!(out.index, self.next);
+        }
+        self.next += 1;
+        out
+    }
+
+    /// Propose as admin and expect success.
+    fn ok(&mut self, command: Command) -> Applied {
+        let out = self.propose(admin(), command);
+        match out.result {
+            Ok(applied) => applied,
+            Err(r) => panic!("refused: {r:?}"),
+        }
+    }
+
+    fn zone(&mut self, path: &str, json: &str) -> ZoneRecord {
+        match self.ok(put(path, policy(json), None)) {
+            Applied::ZoneStored { zone } => *zone,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Submit as admin and expect the request to be approved.
+    fn approved(&mut self, id: &str, spec: RequestSpec) -> RequestRecord {
+        let request = recorded(&self.propose(admin(), submit(id, spec)));
+        assert_eq!(request.state, RequestState::Approved, "{request:?}");
+        request
+    }
+
+    /// Complete an approved request as the worker and return the certificate.
+    fn issue(&mut self, request: &RequestRecord, n: u32) -> CertificateRecord {
+        let out = self.propose(worker(), complete(request, n));
+        let updated = updated(&out);
+        assert_eq!(updated.state, RequestState::Issued);
+        certificate(&self.store, updated.certificate_id.as_deref().unwrap())
+    }
+}
+
+fn code(out: &Outcome) -> Option<RejectCode> {
+    out.result.as_ref().err().map(|r| r.code)
+}
+
+fn rejection(out: &Outcome) -> &Rejection {
+    match &out.result {
+        Err(r) => r,
+        Ok(applied) => panic!("expected a rejection, got {applied:?}"),
+    }
+}
+
+fn recorded(out: &Outcome) -> RequestRecord {
+    match &out.result {
+        Ok(Applied::RequestRecorded { request }) => (**request).clone(),
+        other => panic!("expected RequestRecorded, got {other:?}"),
+    }
+}
+
+fn updated(out: &Outcome) -> RequestRecord {
+    match &out.result {
+        Ok(Applied::RequestUpdated { request }) => (**request).clone(),
+        other => panic!("expected RequestUpdated, got {other:?}"),
+    }
+}
+
+fn request(store: &MemStore, id: &str) -> RequestRecord {
+    get_request(store, id).unwrap().expect("request stored")
+}
+
+fn certificate(store: &MemStore, id: &str) -> CertificateRecord {
+    get_certificate(store, id)
+        .unwrap()
+        .expect("certificate stored")
+}
+
+/// Every key of a keyspace (below `prefix`).
+fn keys_of(store: &MemStore, ks: Keyspace, prefix: &[u8]) -> Vec<Vec<u8>> {
+    store
+        .scan(ks, prefix, &prefix_end(prefix), usize::MAX)
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect()
+}
+
+fn queue(store: &MemStore) -> Vec<String> {
+    keys_of(store, Keyspace::IssuanceQueue, b"")
+        .into_iter()
+        .map(|k| String::from_utf8(k).unwrap())
+        .collect()
+}
+
+fn all_requests(store: &MemStore) -> Vec<RequestRecord> {
+    store
+        .scan(Keyspace::Requests, b"", b"", usize::MAX)
+        .unwrap()
+        .into_iter()
+        .map(|(_, v)| decode_record("request", &v).unwrap())
+        .collect()
+}
+
+fn all_certificates(store: &MemStore) -> Vec<CertificateRecord> {
+    store
+        .scan(Keyspace::Certificates, b"", b"", usize::MAX)
+        .unwrap()
+        .into_iter()
+        .map(|(_, v)| decode_record("certificate", &v).unwrap())
+        .collect()
+}
+
+/// The request-index `state` entries naming `id`.
+fn indexed_states(store: &MemStore, id: &str) -> Vec<String> {
+    RequestState::ALL
+        .into_iter()
+        .filter(|s| {
+            store
+                .get(
+                    Keyspace::RequestIndex,
+                    &index_key(&format!("state\0{}", s.as_str()), id),
+                )
+                .unwrap()
+                .is_some()
+        })
+        .map(|s| s.as_str().to_string())
+        .collect()
+}
+
+fn zone_history(store: &MemStore, path: &str) -> Vec<ZoneRecord> {
+    store
+        .scan(
+            Keyspace::ZoneHistory,
+            &index_prefix(path),
+            &prefix_end(&index_prefix(path)),
+            usize::MAX,
+        )
+        .unwrap()
+        .into_iter()
+        .map(|(_, v)| decode_record("zone", &v).unwrap())
+        .collect()
+}
+
+/// The state without the bookkeeping every entry advances (audit chain, its head, the digest): what
+/// a rejected command must leave untouched.
+fn domain_state(store: &MemStore) -> Vec<(Keyspace, Vec<u8>, Vec<u8>)> {
+    store
+        .dump()
+        .into_iter()
+        .filter(|(ks, key, _)| {
+            *ks != Keyspace::Audit
+                && !(*ks == Keyspace::Meta
+                    && (key.as_slice() == meta::AUDIT_HEAD || key.as_slice() == meta::STATE_DIGEST))
+        })
+        .collect()
+}
+
+/// Propose, expect `code`, and check the command changed nothing but the audit log.
+fn refused(log: &mut Log, actor: Principal, command: Command, expected: RejectCode) -> Rejection {
+    let before = domain_state(&log.store);
+    let out = log.propose(actor, command);
+    assert_eq!(code(&out), Some(expected), "{out:?}");
+    assert_eq!(
+        domain_state(&log.store),
+        before,
+        "a refused {expected:?} changed state"
+    );
+    rejection(&out).clone()
+}
+
+fn violation_triples(
+    violations: &[certplane_core::policy::Violation],
+) -> BTreeSet<(String, String, String)> {
+    violations
+        .iter()
+        .map(|v| (v.rule.clone(), v.zone.clone(), v.value.clone()))
+        .collect()
+}
+
+fn triple(rule: &str, zone: &str, value: &str) -> (String, String, String) {
+    (rule.into(), zone.into(), value.into())
+}
+
+// ---------------------------------------------------------------------------------------------------
+// 1. Initialisation
+// ---------------------------------------------------------------------------------------------------
+
+#[test]
+fn initialize_creates_root_zone_at_version_1_and_stores_the_builtin_issuer() {
+    let log = Log::initialized();
+    let root = get_zone(&log.store, "/").unwrap().expect("root zone");
+    assert_eq!(root.path, "/");
+    assert_eq!(root.version, 1);
+    assert_eq!(root.policy, ZonePolicy::default());
+    assert_eq!(root.updated_by, Principal::bootstrap().id);
+    assert_eq!(root.revision, 1);
+    let history = zone_history(&log.store, "/");
+    assert_eq!(history, vec![root.clone()]);
+    let at_v1: ZoneRecord = decode_record(
+        "zone",
+        &log.store
+            .get(Keyspace::ZoneHistory, &history_key("/", 1))
+            .unwrap()
+            .expect("history v1"),
+    )
+    .unwrap();
+    assert_eq!(at_v1, root);
+
+    let stored = get_issuer(&log.store, "builtin").unwrap().expect("issuer");
+    let sent = issuer("builtin");
+    // Counters are reset: the proposer's are never trusted.
+    assert_eq!(
+        (stored.issued_count, stored.revoked_count, stored.crl_number),
+        (0, 0, 0)
+    );
+    assert_eq!(stored.revision, 1);
+    assert_eq!(
+        IssuerRecord {
+            issued_count: sent.issued_count,
+            revoked_count: sent.revoked_count,
+            crl_number: sent.crl_number,
+            revision: sent.revision,
+            ..stored
+        },
+        sent
+    );
+}
+
+#[test]
+fn initialize_without_an_issuer_leaves_requests_without_one() {
+    let mut log = Log::init(None);
+    assert_eq!(get_zone(&log.store, "/").unwrap().unwrap().version, 1);
+    assert!(get_issuer(&log.store, "builtin").unwrap().is_none());
+    let out = log.propose(admin(), submit("req_1", spec("/", &["a.corp.example"])));
+    let r = rejection(&out);
+    assert_eq!(r.code, RejectCode::PolicyViolation);
+    assert_eq!(
+        violation_triples(&r.violations),
+        BTreeSet::from([triple("issuer", "(system)", "builtin")])
+    );
+    // An admin may add the issuer afterwards; proposer counters are reset there too.
+    assert!(matches!(
+        log.ok(Command::CreateIssuer(Box::new(issuer("builtin")))),
+        Applied::IssuerCreated { .. }
+    ));
+    assert_eq!(
+        get_issuer(&log.store, "builtin")
+            .unwrap()
+            .unwrap()
+            .issued_count,
+        0
+    );
+    log.approved("req_2", spec("/", &["a.corp.example"]));
+}
+
+#[test]
+fn create_issuer_is_admin_only_and_names_are_unique() {
+    let mut log = Log::initialized();
+    refused(
+        &mut log,
+        who("tok_zo", &[Role::ZoneOwner], &[]),
+        Command::CreateIssuer(Box::new(issuer("other"))),
+        RejectCode::Forbidden,
+    );
+    refused(
+        &mut log,
+        who("tok_scoped_admin", &[Role::Admin], &["/prod"]),
+        Command::CreateIssuer(Box::new(issuer("other"))),
+        RejectCode::Forbidden,
+    );
+    refused(
+        &mut log,
+        admin(),
+        Command::CreateIssuer(Box::new(issuer("builtin"))),
+        RejectCode::Conflict,
+    );
+    log.ok(Command::CreateIssuer(Box::new(issuer("other"))));
+    assert!(get_issuer(&log.store, "other").unwrap().is_some());
+}
+
+// ---------------------------------------------------------------------------------------------------
+// 2. Zones
+// ---------------------------------------------------------------------------------------------------
+
+#[test]
+fn put_zone_requires_a_canonical_path_and_an_existing_parent() {
+    let mut log = Log::initialized();
+    for bad in [
+        "prod", "/prod/", "/Prod", "", " /prod", "/a//b", "/a b", "//",
+    ] {
+        let r = refused(
+            &mut log,
+            admin(),
+            put(bad, ZonePolicy::default(), None),
+            RejectCode::InvalidArgument,
+        );
+        assert!(!r.message.is_empty(), "{bad:?}");
+    }
+    let r = refused(
+        &mut log,
+        admin(),
+        put("/prod/payments", ZonePolicy::default(), None),
+        RejectCode::NotFound,
+    );
+    assert!(r.message.contains("/prod"), "{r:?}");
+    assert!(get_zone(&log.store, "/prod/payments").unwrap().is_none());
+
+    let prod = log.zone("/prod", "{}");
+    assert_eq!((prod.path.as_str(), prod.version), ("/prod", 1));
+    let payments = log.zone("/prod/payments", "{}");
+    assert_eq!(payments.version, 1);
+    // Three levels down needs the middle one.
+    refused(
+        &mut log,
+        admin(),
+        put("/dev/x/y", ZonePolicy::default(), None),
+        RejectCode::NotFound,
+    );
+    // The root itself can be changed.
+    let root = log.zone("/", r#"{"max_sans":{"value":10}}"#);
+    assert_eq!(root.version, 2);
+}
+
+#[test]
+fn put_zone_expected_version_guards_against_lost_updates() {
+    let mut log = Log::initialized();
+    // Version 0 means "does not exist yet".
+    let created = log.ok(put("/prod", policy(r#"{"max_sans":{"value":5}}"#), Some(0)));
+    let Applied::ZoneStored { zone } = created else {
+        panic!()
+    };
+    assert_eq!(zone.version, 1);
+    let r = refused(
+        &mut log,
+        admin(),
+        put("/prod", policy(r#"{"max_sans":{"value":6}}"#), Some(0)),
+        RejectCode::StaleGeneration,
+    );
+    assert!(r.message.contains("version 1"), "{r:?}");
+    refused(
+        &mut log,
+        admin(),
+        put("/prod", policy(r#"{"max_sans":{"value":6}}"#), Some(2)),
+        RejectCode::StaleGeneration,
+    );
+    let Applied::ZoneStored { zone } =
+        log.ok(put("/prod", policy(r#"{"max_sans":{"value":6}}"#), Some(1)))
+    else {
+        panic!()
+    };
+    assert_eq!(zone.version, 2);
+    // Without a guard the write goes ahead.
+    let Applied::ZoneStored { zone } =
+        log.ok(put("/prod", policy(r#"{"max_sans":{"value":7}}"#), None))
+    else {
+        panic!()
+    };
+    assert_eq!(zone.version, 3);
+    // The root is at version 1 after initialisation.
+    refused(
+        &mut log,
+        admin(),
+        put("/", ZonePolicy::default(), Some(0)),
+        RejectCode::StaleGeneration,
+    );
+    assert!(log
+        .propose(
+            admin(),
+            put("/", policy(r#"{"max_sans":{"value":9}}"#), Some(1))
+        )
+        .result
+        .is_ok());
+}
+
+#[test]
+fn put_zone_versions_each_change_and_keeps_history_but_not_for_identical_policies() {
+    let mut log = Log::initialized();
+    let p1 = policy(r#"{"allowed_domains":{"value":[".corp.example"]}}"#);
+    let p2 = policy(r#"{"allowed_domains":{"value":[".corp.example", "corp.example"]}}"#);
+    let v1 = match log.ok(put("/prod", p1.clone(), None)) {
+        Applied::ZoneStored { zone } => *zone,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(v1.version, 1);
+    assert_eq!(v1.updated_by, "tok_root");
+
+    // The identical policy again: same record, same version, no history entry, nothing changed.
+    for expected in [None, Some(1)] {
+        let before = domain_state(&log.store);
+        let again = log.ok(put("/prod", p1.clone(), expected));
+        assert_eq!(
+            again,
+            Applied::ZoneStored {
+                zone: Box::new(v1.clone())
+            }
+        );
+        assert_eq!(domain_state(&log.store), before);
+    }
+    assert_eq!(zone_history(&log.store, "/prod"), vec![v1.clone()]);
+
+    let v2 = match log.ok(put("/prod", p2.clone(), None)) {
+        Applied::ZoneStored { zone } => *zone,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(v2.version, 2);
+    assert_eq!(v2.policy, p2);
+    assert!(v2.revision > v1.revision);
+    // Changing back is a change too.
+    let v3 = match log.ok(put("/prod", p1.clone(), None)) {
+        Applied::ZoneStored { zone } => *zone,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(v3.version, 3);
+    assert_eq!(get_zone(&log.store, "/prod").unwrap().unwrap(), v3);
+    assert_eq!(
+        zone_history(&log.store, "/prod"),
+        vec![v1.clone(), v2.clone(), v3.clone()]
+    );
+    for z in [&v1, &v2, &v3] {
+        let bytes = log
+            .store
+            .get(Keyspace::ZoneHistory, &history_key("/prod", z.version))
+            .unwrap()
+            .expect("history entry");
+        assert_eq!(&decode_record::<ZoneRecord>("zone", &bytes).unwrap(), z);
+    }
+    // A child zone's history is its own.
+    log.zone("/prod/payments", "{}");
+    assert_eq!(zone_history(&log.store, "/prod").len(), 3);
+    assert_eq!(zone_history(&log.store, "/prod/payments").len(), 1);
+}
+
+#[test]
+fn put_zone_refuses_fields_an_ancestor_locked_naming_the_locking_zone() {
+    let mut log = Log::initialized();
+    log.zone(
+        "/",
+        r#"{"max_validity":{"value":"90d","locked":true},
+            "rules":[{"name":"corp","expression":"request.sans.all(s, s.endsWith(\".corp.example\"))","message":"corp names only","locked":true}]}"#,
+    );
+    log.zone(
+        "/prod",
+        r#"{"allow_wildcards":{"value":false,"locked":true}}"#,
+    );
+
+    let r = refused(
+        &mut log,
+        admin(),
+        put("/prod", policy(r#"{"max_validity":{"value":"30d"}}"#), None),
+        RejectCode::PolicyViolation,
+    );
+    assert_eq!(
+        violation_triples(&r.violations),
+        BTreeSet::from([triple("max_validity", "/", "\"30d\"")])
+    );
+
+    let r = refused(
+        &mut log,
+        admin(),
+        put(
+            "/prod/payments",
+            policy(
+                r#"{"max_validity":{"value":"200d"},
+                    "allow_wildcards":{"value":true},
+                    "rules":[{"name":"corp","expression":"true","message":"anything goes"}]}"#,
+            ),
+            None,
+        ),
+        RejectCode::PolicyViolation,
+    );
+    assert_eq!(r.violations.len(), 3, "{r:?}");
+    assert_eq!(
+        violation_triples(&r.violations),
+        BTreeSet::from([
+            triple("max_validity", "/", "\"200d\""),
+            triple("allow_wildcards", "/prod", "true"),
+            triple("rule:corp", "/", "true"),
+        ])
+    );
+    for v in &r.violations {
+        assert!(v.message.contains(&v.zone), "{v:?}");
+    }
+    assert!(get_zone(&log.store, "/prod/payments").unwrap().is_none());
+
+    // Restating a locked value, or adding an unlocked field or a new rule, is allowed.
+    log.zone(
+        "/prod/payments",
+        r#"{"max_validity":{"value":"90d"},"allow_wildcards":{"value":false},"max_sans":{"value":3},
+            "rules":[{"name":"short","expression":"request.validity_days <= 90","message":"90 days at most"}]}"#,
+    );
+    // A zone never locks itself out: the root may change its own lock.
+    log.zone("/", r#"{"max_validity":{"value":"60d","locked":true}}"#);
+}
+
+#[test]
+fn put_zone_refuses_non_canonical_or_invalid_policies() {
+    let mut log = Log::initialized();
+    let raw = |json: &str| -> ZonePolicy { serde_json::from_str(json).unwrap() };
+    for bad in [
+        r#"{"allowed_domains":{"value":["Example.COM"]}}"#,
+        r#"{"allowed_domains":{"value":["corp.example", "corp.example"]}}"#,
+        r#"{"allowed_issuers":{"value":[" builtin"]}}"#,
+        r#"{"max_sans":{"value":0}}"#,
+        r#"{"allowed_key_types":{"value":[{"type":"rsa","min_bits":1024}]}}"#,
+        r#"{"default_issuer":{"value":"Not An Issuer"}}"#,
+        r#"{"max_validity":{"value":"0s"}}"#,
+        r#"{"notify_before":{"value":"10d"},"renew_before":{"value":"20d"}}"#,
+        r#"{"common_name_pattern":{"value":"("}}"#,
+        r#"{"rules":[{"name":"broken","expression":"request.sans.all(s,","message":"m"}]}"#,
+        r#"{"rules":[{"name":"a","expression":"true","message":"m"},{"name":"a","expression":"false","message":"m"}]}"#,
+    ] {
+        let r = refused(
+            &mut log,
+            admin(),
+            put("/prod", raw(bad), None),
+            RejectCode::InvalidArgument,
+        );
+        assert!(!r.message.is_empty(), "{bad}");
+    }
+    assert!(get_zone(&log.store, "/prod").unwrap().is_none());
+    // The canonical form of the first one is accepted and stored as such.
+    let stored = log.zone("/prod", r#"{"allowed_domains":{"value":["Example.COM"]}}"#);
+    assert_eq!(
+        stored.policy.allowed_domains.unwrap().value,
+        vec!["example.com".to_string()]
+    );
+}
+
+#[test]
+fn put_zone_requires_a_zone_owner_or_admin_covering_the_zone() {
+    let mut log = Log::initialized();
+    log.zone("/prod", "{}");
+    log.zone("/dev", "{}");
+    let change = || put("/prod", policy(r#"{"max_sans":{"value":4}}"#), None);
+    for actor in [
+        who("tok_req", &[Role::Requester], &[]),
+        who("tok_aud", &[Role::Auditor], &[]),
+        who("tok_app", &[Role::Approver], &["/prod"]),
+        who("tok_ops", &[Role::Operator], &[]),
+        who("tok_dev_owner", &[Role::ZoneOwner], &["/dev"]),
+        who("tok_pro_owner", &[Role::ZoneOwner], &["/pro"]),
+        who("tok_dev_admin", &[Role::Admin], &["/dev"]),
+        who("tok_child_owner", &[Role::ZoneOwner], &["/prod/payments"]),
+    ] {
+        let r = refused(&mut log, actor.clone(), change(), RejectCode::Forbidden);
+        assert!(r.message.contains(&actor.id), "{r:?}");
+    }
+    let prod_owner = who("tok_prod_owner", &[Role::ZoneOwner], &["/prod"]);
+    // A scope is a path prefix on segment boundaries: /prod does not cover /production or the root.
+    refused(
+        &mut log,
+        prod_owner.clone(),
+        put("/production", ZonePolicy::default(), None),
+        RejectCode::Forbidden,
+    );
+    refused(
+        &mut log,
+        prod_owner.clone(),
+        put("/", policy(r#"{"max_sans":{"value":4}}"#), None),
+        RejectCode::Forbidden,
+    );
+    assert!(log.propose(prod_owner.clone(), change()).result.is_ok());
+    assert!(log
+        .propose(
+            prod_owner,
+            put("/prod/payments", ZonePolicy::default(), None)
+        )
+        .result
+        .is_ok());
+    assert!(log
+        .propose(
+            who("tok_owner", &[Role::ZoneOwner], &[]),
+            put("/", policy(r#"{"max_sans":{"value":4}}"#), None)
+        )
+        .result
+        .is_ok());
+    assert!(log
+        .propose(
+            who(
+                "tok_multi",
+                &[Role::Requester, Role::ZoneOwner],
+                &["/dev", "/prod"]
+            ),
+            put("/dev", policy(r#"{"max_sans":{"value":2}}"#), None)
+        )
+        .result
+        .is_ok());
+}
+
+// ---------------------------------------------------------------------------------------------------
+// 3. Requests
+// ---------------------------------------------------------------------------------------------------
+
+#[test]
+fn a_compliant_request_is_approved_and_queued() {
+    let mut log = Log::initialized();
+    log.zone(
+        "/prod",
+        r#"{"allowed_domains":{"value":[".corp.example"]}}"#,
+    );
+    let at = log.now();
+    let out = log.propose(
+        admin(),
+        submit(
+            "req_1",
+            spec("/prod", &["api.corp.example", "www.corp.example"]),
+        ),
+    );
+    let record = recorded(&out);
+    assert_eq!(record.id, "req_1");
+    assert_eq!(record.state, RequestState::Approved);
+    assert_eq!(record.issuer, "builtin", "the zone's default issuer");
+    assert!(record.violations.is_empty());
+    assert_eq!(record.generation, 1);
+    assert_eq!(record.requested_by, "tok_root");
+    assert_eq!((record.created_at, record.updated_at), (at, at));
+    assert_eq!(record.revision, out.index);
+    assert_eq!(record.certificate_id, None);
+    assert_eq!(
+        record.policy_versions,
+        vec![("/".to_string(), 1), ("/prod".to_string(), 1)]
+    );
+    assert_eq!(request(&log.store, "req_1"), record);
+    assert_eq!(queue(&log.store), vec!["req_1".to_string()]);
+    assert_eq!(indexed_states(&log.store, "req_1"), vec!["approved"]);
+
+    // A requester scoped to the zone may submit; one scoped elsewhere, or without the role, may not.
+    let requester = who("tok_req", &[Role::Requester], &["/prod"]);
+    let mine = recorded(&log.propose(
+        requester,
+        submit("req_2", spec("/prod", &["b.corp.example"])),
+    ));
+    assert_eq!(mine.requested_by, "tok_req");
+    assert_eq!(mine.state, RequestState::Approved);
+    for actor in [
+        who("tok_dev", &[Role::Requester], &["/dev"]),
+        who("tok_aud", &[Role::Auditor], &[]),
+        who("tok_app", &[Role::Approver], &[]),
+    ] {
+        refused(
+            &mut log,
+            actor,
+            submit("req_3", spec("/prod", &["c.corp.example"])),
+            RejectCode::Forbidden,
+        );
+    }
+    assert!(get_request(&log.store, "req_3").unwrap().is_none());
+    assert_eq!(queue(&log.store).len(), 2);
+}
+
+#[test]
+fn a_request_in_an_approval_zone_waits_and_is_not_queued() {
+    let mut log = Log::initialized();
+    log.zone("/gated", r#"{"approval_required":{"value":true}}"#);
+    let record = recorded(&log.propose(
+        admin(),
+        submit("req_1", spec("/gated", &["a.corp.example"])),
+    ));
+    assert_eq!(record.state, RequestState::PendingApproval);
+    assert!(queue(&log.store).is_empty());
+    assert_eq!(
+        indexed_states(&log.store, "req_1"),
+        vec!["pending_approval"]
+    );
+    // The worker cannot issue or fail a request nobody approved.
+    refused(
+        &mut log,
+        worker(),
+        complete(&record, 1),
+        RejectCode::StaleGeneration,
+    );
+    refused(
+        &mut log,
+        worker(),
+        fail("req_1", 1),
+        RejectCode::StaleGeneration,
+    );
+    // A violating request in an approval zone is still simply rejected.
+    let mut bad = spec("/gated", &["a.corp.example"]);
+    bad.validity = Span::days(1000);
+    let out = log.propose(admin(), submit("req_2", bad));
+    assert_eq!(code(&out), Some(RejectCode::PolicyViolation));
+    assert_eq!(request(&log.store, "req_2").state, RequestState::Rejected);
+}
+
+#[test]
+fn a_violating_request_is_recorded_rejected_with_every_violation() {
+    let mut log = Log::initialized();
+    log.zone(
+        "/prod",
+        r#"{"allowed_domains":{"value":[".corp.example"]},
+            "max_validity":{"value":"30d"},
+            "owner_required":{"value":true},
+            "required_tags":{"value":["cost_center"]},
+            "rules":[{"name":"no-test","expression":"!request.sans.exists(s, s.startsWith(\"test\"))","message":"no test names in prod"}]}"#,
+    );
+    let mut bad = spec(
+        "/prod",
+        &[
+            "test.corp.example",
+            "evil.example",
+            "*.corp.example",
+            "10.0.0.1",
+        ],
+    );
+    bad.key_facts = KeyFacts {
+        algorithm: KeyType::Rsa,
+        bits: 1024,
+    };
+    bad.key = KeySource::Generate {
+        spec: KeySpec::Rsa { bits: 1024 },
+    };
+    bad.validity = Span::days(90);
+    bad.owner = None;
+    bad.tags = BTreeMap::new();
+    let out = log.propose(admin(), submit("req_bad", bad.clone()));
+    let r = rejection(&out).clone();
+    assert_eq!(r.code, RejectCode::PolicyViolation);
+    assert_eq!(r.object_id.as_deref(), Some("req_bad"));
+    assert!(r.message.contains("8 violation"), "{}", r.message);
+    let expected = BTreeSet::from([
+        triple("allowed_domains", "/prod", "evil.example"),
+        triple("allow_wildcards", "(built-in)", "*.corp.example"),
+        triple("allow_ip_sans", "(built-in)", "10.0.0.1"),
+        triple("allowed_key_types", "(built-in)", "rsa 1024"),
+        triple("max_validity", "/prod", "90d"),
+        triple("owner_required", "/prod", ""),
+        triple("required_tags", "/prod", "cost_center"),
+        triple(
+            "rule:no-test",
+            "/prod",
+            "!request.sans.exists(s, s.startsWith(\"test\"))",
+        ),
+    ]);
+    assert_eq!(r.violations.len(), expected.len(), "{:#?}", r.violations);
+    assert_eq!(violation_triples(&r.violations), expected);
+    let rule = r
+        .violations
+        .iter()
+        .find(|v| v.rule == "rule:no-test")
+        .unwrap();
+    assert_eq!(rule.message, "no test names in prod");
+
+    // The request is kept, rejected, with the same violations; it is not queued.
+    let stored = request(&log.store, "req_bad");
+    assert_eq!(stored.state, RequestState::Rejected);
+    assert_eq!(stored.violations, r.violations);
+    assert_eq!(stored.spec, bad);
+    assert_eq!(stored.generation, 1);
+    assert!(queue(&log.store).is_empty());
+    assert_eq!(indexed_states(&log.store, "req_bad"), vec!["rejected"]);
+    // A rejected request is final: the worker cannot touch it.
+    refused(
+        &mut log,
+        worker(),
+        fail("req_bad", 1),
+        RejectCode::StaleGeneration,
+    );
+}
+
+#[test]
+fn unknown_zone_is_not_found_and_nothing_is_recorded() {
+    let mut log = Log::initialized();
+    for zone in ["/nope", "prod", "/prod/"] {
+        refused(
+            &mut log,
+            admin(),
+            submit("req_1", spec(zone, &["a.corp.example"])),
+            RejectCode::NotFound,
+        );
+    }
+    assert!(get_request(&log.store, "req_1").unwrap().is_none());
+}
+
+#[test]
+fn an_unknown_issuer_is_a_violation_named_issuer() {
+    let mut log = Log::initialized();
+    let mut named = spec("/", &["a.corp.example"]);
+    named.issuer = Some("pca-missing".into());
+    let out = log.propose(admin(), submit("req_1", named));
+    let r = rejection(&out);
+    assert_eq!(r.code, RejectCode::PolicyViolation);
+    assert_eq!(
+        violation_triples(&r.violations),
+        BTreeSet::from([triple("issuer", "(system)", "pca-missing")])
+    );
+    let stored = request(&log.store, "req_1");
+    assert_eq!(stored.state, RequestState::Rejected);
+    assert_eq!(stored.issuer, "pca-missing");
+
+    // A zone whose default issuer is not configured refuses the same way...
+    log.zone("/ext", r#"{"default_issuer":{"value":"other"}}"#);
+    let out = log.propose(admin(), submit("req_2", spec("/ext", &["a.corp.example"])));
+    assert_eq!(
+        violation_triples(&rejection(&out).violations),
+        BTreeSet::from([triple("issuer", "(system)", "other")])
+    );
+    // ...until an admin configures it.
+    log.ok(Command::CreateIssuer(Box::new(issuer("other"))));
+    let ok = log.approved("req_3", spec("/ext", &["a.corp.example"]));
+    assert_eq!(ok.issuer, "other");
+    // allowed_issuers is checked as well as existence.
+    log.zone("/only", r#"{"allowed_issuers":{"value":["other"]}}"#);
+    let out = log.propose(admin(), submit("req_4", spec("/only", &["a.corp.example"])));
+    assert_eq!(
+        violation_triples(&rejection(&out).violations),
+        BTreeSet::from([triple("allowed_issuers", "/only", "builtin")])
+    );
+}
+
+/// Request records and the answers kept for idempotency keys are stored and read back: a record
+/// that cannot be decoded would stop the node.
+#[test]
+fn request_records_and_stored_answers_read_back() {
+    let mut log = Log::initialized();
+    log.ok(Command::CreateIssuer(Box::new(issuer("other"))));
+    let mut named = spec("/", &["a.corp.example"]);
+    named.issuer = Some("other".into());
+    let p = Proposal::new(log.now(), admin(), submit("req_1", named.clone()))
+        .with_idempotency(Some("key-1".into()), Some("hash-1".into()));
+    let first = log.propose_full(p.clone());
+    let record = recorded(&first);
+    let stored = request(&log.store, "req_1");
+    assert_eq!(stored, record);
+    assert_eq!(stored.spec.issuer.as_deref(), Some("other"));
+    assert_eq!(stored.issuer, "other");
+    assert_eq!(stored.spec, named);
+    let replay = log.propose_full(p);
+    assert!(replay.replayed);
+    assert_eq!((replay.index, &replay.result), (first.index, &first.result));
+
+    // The same for a rejected request (the default issuer resolved, the spec naming none).
+    let mut bad = spec("/", &["a.corp.example"]);
+    bad.validity = Span::days(1000);
+    let p = Proposal::new(log.now(), admin(), submit("req_2", bad))
+        .with_idempotency(Some("key-2".into()), Some("hash-2".into()));
+    let first = log.propose_full(p.clone());
+    assert_eq!(code(&first), Some(RejectCode::PolicyViolation));
+    let stored = request(&log.store, "req_2");
+    assert_eq!(
+        (stored.spec.issuer.as_deref(), stored.issuer.as_str()),
+        (None, "builtin")
+    );
+    let replay = log.propose_full(p);
+    assert!(replay.replayed);
+    assert_eq!(replay.result, first.result);
+
+    // And for the worker's outcome, which carries the updated record.
+    let issued = log.propose(worker(), complete(&record, 1));
+    assert_eq!(updated(&issued).issuer, "other");
+    assert_eq!(request(&log.store, "req_1").state, RequestState::Issued);
+}
+
+#[test]
+fn a_request_id_cannot_be_reused() {
+    let mut log = Log::initialized();
+    let first = log.approved("req_1", spec("/", &["a.corp.example"]));
+    refused(
+        &mut log,
+        admin(),
+        submit("req_1", spec("/", &["b.corp.example"])),
+        RejectCode::Conflict,
+    );
+    assert_eq!(request(&log.store, "req_1"), first);
+    // Also when the first was rejected.
+    let mut bad = spec("/", &["a.corp.example"]);
+    bad.validity = Span::days(1000);
+    log.propose(admin(), submit("req_2", bad));
+    refused(
+        &mut log,
+        admin(),
+        submit("req_2", spec("/", &["a.corp.example"])),
+        RejectCode::Conflict,
+    );
+    assert_eq!(request(&log.store, "req_2").state, RequestState::Rejected);
+}
+
+#[test]
+fn requests_record_the_policy_versions_they_were_evaluated_against() {
+    let mut log = Log::initialized();
+    log.zone("/", r#"{"max_sans":{"value":50}}"#); // v2
+    log.zone("/", r#"{"max_sans":{"value":40}}"#); // v3
+    log.zone("/prod", "{}"); // v1
+    log.zone("/prod/payments", "{}"); // v1
+    let early = log.approved("req_1", spec("/prod/payments", &["a.corp.example"]));
+    assert_eq!(
+        early.policy_versions,
+        vec![
+            ("/".to_string(), 3),
+            ("/prod".to_string(), 1),
+            ("/prod/payments".to_string(), 1)
+        ]
+    );
+    // A policy change between two submissions is honoured, and recorded.
+    log.zone("/prod", r#"{"max_validity":{"value":"30d"}}"#); // v2
+    let out = log.propose(
+        admin(),
+        submit("req_2", spec("/prod/payments", &["a.corp.example"])),
+    );
+    assert_eq!(
+        violation_triples(&rejection(&out).violations),
+        BTreeSet::from([triple("max_validity", "/prod", "90d")])
+    );
+    let late = request(&log.store, "req_2");
+    assert_eq!(
+        late.policy_versions,
+        vec![
+            ("/".to_string(), 3),
+            ("/prod".to_string(), 2),
+            ("/prod/payments".to_string(), 1)
+        ]
+    );
+    // The earlier request keeps the versions it was evaluated against.
+    assert_eq!(
+        request(&log.store, "req_1").policy_versions,
+        early.policy_versions
+    );
+    // Each recorded version is still in the history.
+    for (path, version) in &late.policy_versions {
+        assert!(log
+            .store
+            .get(Keyspace::ZoneHistory, &history_key(path, *version))
+            .unwrap()
+            .is_some());
+    }
+    let root = log.approved("req_3", spec("/", &["a.corp.example"]));
+    assert_eq!(root.policy_versions, vec![("/".to_string(), 3)]);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// 4. Issuance outcomes
+// ---------------------------------------------------------------------------------------------------
+
+#[test]
+fn only_the_issuance_worker_records_outcomes() {
+    let mut log = Log::initialized();
+    let r = log.approved("req_1", spec("/", &["a.corp.example"]));
+    for actor in [
+        admin(),
+        who("system:renewal", &[Role::Admin], &[]),
+        who("tok_zo", &[Role::ZoneOwner], &[]),
+        Principal::bootstrap(),
+    ] {
+        refused(
+            &mut log,
+            actor.clone(),
+            complete(&r, 1),
+            RejectCode::Forbidden,
+        );
+        refused(&mut log, actor, fail("req_1", 1), RejectCode::Forbidden);
+    }
+    assert_eq!(request(&log.store, "req_1"), r);
+    assert_eq!(queue(&log.store), vec!["req_1".to_string()]);
+    log.issue(&r, 1);
+}
+
+#[test]
+fn stale_or_unknown_outcomes_change_nothing() {
+    let mut log = Log::initialized();
+    let r = log.approved("req_1", spec("/", &["a.corp.example"]));
+    assert_eq!(r.generation, 1);
+    for generation in [0, 2, 99] {
+        let stale = complete_with("req_1", generation, cert_id(1), issued_details(&r, 1));
+        let rej = refused(&mut log, worker(), stale, RejectCode::StaleGeneration);
+        assert!(rej.message.contains("generation"), "{rej:?}");
+        refused(
+            &mut log,
+            worker(),
+            fail("req_1", generation),
+            RejectCode::StaleGeneration,
+        );
+    }
+    refused(
+        &mut log,
+        worker(),
+        complete_with("req_nope", 1, cert_id(1), issued_details(&r, 1)),
+        RejectCode::NotFound,
+    );
+    refused(
+        &mut log,
+        worker(),
+        fail("req_nope", 1),
+        RejectCode::NotFound,
+    );
+    assert_eq!(request(&log.store, "req_1"), r);
+    assert!(all_certificates(&log.store).is_empty());
+}
+
+#[test]
+fn one_request_never_yields_two_certificates() {
+    let mut log = Log::initialized();
+    let r = log.approved("req_1", spec("/", &["a.corp.example"]));
+    let first = log.issue(&r, 1);
+    let now = request(&log.store, "req_1");
+    assert_eq!(now.generation, 2);
+    // The same outcome again (a retry from another leader), or a different certificate for the same
+    // generation, or one naming the new generation: all refused, nothing changes.
+    for n in [1, 2] {
+        refused(
+            &mut log,
+            worker(),
+            complete(&r, n),
+            RejectCode::StaleGeneration,
+        );
+        refused(
+            &mut log,
+            worker(),
+            complete_with("req_1", 2, cert_id(n + 10), issued_details(&r, n + 10)),
+            RejectCode::StaleGeneration,
+        );
+    }
+    refused(
+        &mut log,
+        worker(),
+        fail("req_1", 1),
+        RejectCode::StaleGeneration,
+    );
+    refused(
+        &mut log,
+        worker(),
+        fail("req_1", 2),
+        RejectCode::StaleGeneration,
+    );
+    let certs = all_certificates(&log.store);
+    assert_eq!(certs, vec![first]);
+    assert_eq!(keys_of(&log.store, Keyspace::IssuedSerials, b"").len(), 1);
+    assert_eq!(
+        get_issuer(&log.store, "builtin")
+            .unwrap()
+            .unwrap()
+            .issued_count,
+        1
+    );
+    assert_eq!(request(&log.store, "req_1"), now);
+}
+
+#[test]
+fn a_failed_request_is_final() {
+    let mut log = Log::initialized();
+    let r = log.approved("req_1", spec("/", &["a.corp.example"]));
+    let at = log.now();
+    let failed = updated(&log.propose(worker(), fail("req_1", 1)));
+    assert_eq!(failed.state, RequestState::Failed);
+    assert_eq!(failed.error.as_deref(), Some("the issuer refused to sign"));
+    assert_eq!(failed.generation, 2);
+    assert_eq!(failed.updated_at, at);
+    assert_eq!(failed.certificate_id, None);
+    assert_eq!(request(&log.store, "req_1"), failed);
+    assert!(queue(&log.store).is_empty());
+    assert_eq!(indexed_states(&log.store, "req_1"), vec!["failed"]);
+    for generation in [1, 2] {
+        refused(
+            &mut log,
+            worker(),
+            complete_with("req_1", generation, cert_id(1), issued_details(&r, 1)),
+            RejectCode::StaleGeneration,
+        );
+        refused(
+            &mut log,
+            worker(),
+            fail("req_1", generation),
+            RejectCode::StaleGeneration,
+        );
+    }
+    assert!(all_certificates(&log.store).is_empty());
+    assert!(keys_of(&log.store, Keyspace::IssuedSerials, b"").is_empty());
+}
+
+#[test]
+fn issued_names_and_validity_must_match_what_was_approved() {
+    let mut log = Log::initialized();
+    log.zone("/lab", r#"{"allow_ip_sans":{"value":true}}"#);
+    let r = log.approved(
+        "req_1",
+        spec("/lab", &["a.corp.example", "b.corp.example", "10.0.0.1"]),
+    );
+    let good = issued_details(&r, 1);
+    type Tamper = fn(&mut CertificateDetails);
+    let tampered: [(&str, Tamper); 9] = [
+        ("extra SAN", |d| d.sans.push("evil.example".into())),
+        ("missing SAN", |d| {
+            d.sans.pop();
+        }),
+        ("SAN swapped", |d| d.sans[1] = "c.corp.example".into()),
+        ("SAN case", |d| d.sans[0] = "A.corp.example".into()),
+        ("SAN duplicated", |d| d.sans.push("a.corp.example".into())),
+        ("other CN", |d| {
+            d.common_name = Some("b.corp.example".into())
+        }),
+        ("no CN", |d| d.common_name = None),
+        ("validity 1ms too long", |d| {
+            d.not_after = Timestamp(d.not_after.0 + 1)
+        }),
+        ("validity shifted too long", |d| {
+            d.not_before = Timestamp(-1000);
+        }),
+    ];
+    for (what, tamper) in tampered {
+        let mut details = good.clone();
+        tamper(&mut details);
+        let rej = refused(
+            &mut log,
+            worker(),
+            complete_with("req_1", 1, cert_id(1), details),
+            RejectCode::InvalidArgument,
+        );
+        assert!(rej.message.contains("req_1"), "{what}: {rej:?}");
+    }
+    assert_eq!(request(&log.store, "req_1").state, RequestState::Approved);
+
+    // SAN order does not matter, and a shorter validity than requested is fine.
+    let mut reordered = good.clone();
+    reordered.sans.reverse();
+    reordered.not_before = Timestamp(5_000);
+    let out = log.propose(worker(), complete_with("req_1", 1, cert_id(1), reordered));
+    assert_eq!(updated(&out).state, RequestState::Issued);
+
+    // Exactly the requested validity, and a request without a CN.
+    let mut no_cn = spec("/lab", &["d.corp.example"]);
+    no_cn.common_name = None;
+    let r2 = log.approved("req_2", no_cn);
+    let d2 = issued_details(&r2, 2);
+    assert_eq!(d2.not_after.0 - d2.not_before.0, Span::days(90).millis());
+    let out = log.propose(worker(), complete_with("req_2", 1, cert_id(2), d2.clone()));
+    assert_eq!(updated(&out).state, RequestState::Issued);
+    assert_eq!(certificate(&log.store, &cert_id(2)).details, d2);
+}
+
+#[test]
+fn a_completed_issuance_updates_inventory_serials_issuer_and_queue() {
+    let mut log = Log::initialized();
+    log.zone("/prod", "{}");
+    let mut s = spec("/prod", &["api.corp.example", "www.corp.example"]);
+    s.owner = Some("team-payments".into());
+    s.tags = BTreeMap::from([("cost_center".to_string(), "42".to_string())]);
+    let r = log.approved("req_1", s.clone());
+    let other = log.approved("req_2", spec("/prod", &["x.corp.example"]));
+    assert_eq!(
+        queue(&log.store),
+        vec!["req_1".to_string(), "req_2".to_string()]
+    );
+
+    let at = log.now();
+    let command = complete(&r, 0xabc);
+    let Command::CompleteIssuance(done) = &command else {
+        unreachable!()
+    };
+    let done = (**done).clone();
+    let out = log.propose(worker(), command);
+    let issued = updated(&out);
+    assert_eq!(issued.state, RequestState::Issued);
+    assert_eq!(
+        issued.certificate_id.as_deref(),
+        Some(cert_id(0xabc).as_str())
+    );
+    assert_eq!(issued.generation, 2);
+    assert_eq!(issued.updated_at, at);
+    assert_eq!(issued.revision, out.index);
+    assert_eq!(request(&log.store, "req_1"), issued);
+    assert_eq!(indexed_states(&log.store, "req_1"), vec!["issued"]);
+    assert_eq!(queue(&log.store), vec!["req_2".to_string()]);
+
+    let cert = certificate(&log.store, &cert_id(0xabc));
+    assert_eq!(cert.status, CertificateStatus::Active);
+    assert_eq!(
+        cert.issuance,
+        Some(IssuanceLink {
+            request_id: "req_1".into(),
+            issuer: "builtin".into()
+        })
+    );
+    assert_eq!(cert.details, done.details);
+    assert_eq!(cert.chain_pem, done.chain_pem);
+    assert_eq!(cert.private_key, done.private_key);
+    assert_eq!(cert.zone, "/prod");
+    assert_eq!(cert.owner, "team-payments");
+    assert_eq!(cert.tags, s.tags);
+    assert_eq!((cert.created_at, cert.generation), (at, 1));
+    assert_eq!(
+        (cert.supersedes.clone(), cert.superseded_by.clone()),
+        (None, None)
+    );
+    assert_eq!(
+        log.store
+            .get(
+                Keyspace::ByFingerprint,
+                done.details.fingerprint_sha256.as_bytes()
+            )
+            .unwrap(),
+        Some(cert.id.as_bytes().to_vec())
+    );
+
+    let serial_key = index_key("builtin", &done.details.serial);
+    let serial: IssuedSerial = decode_record(
+        "serial",
+        &log.store
+            .get(Keyspace::IssuedSerials, &serial_key)
+            .unwrap()
+            .expect("serial recorded"),
+    )
+    .unwrap();
+    assert_eq!(
+        serial,
+        IssuedSerial {
+            certificate_id: cert.id.clone(),
+            request_id: "req_1".into(),
+            issued_at: at,
+        }
+    );
+    let issuer = get_issuer(&log.store, "builtin").unwrap().unwrap();
+    assert_eq!(issuer.issued_count, 1);
+    assert_eq!(issuer.revision, out.index);
+    let c = counts(&log.store).unwrap();
+    assert_eq!((c.active, c.retired, c.revoked), (1, 0, 0));
+
+    log.issue(&other, 0xdef);
+    assert_eq!(
+        get_issuer(&log.store, "builtin")
+            .unwrap()
+            .unwrap()
+            .issued_count,
+        2
+    );
+    assert!(queue(&log.store).is_empty());
+    assert_eq!(counts(&log.store).unwrap().active, 2);
+}
+
+#[test]
+fn a_serial_or_certificate_issued_before_cannot_be_recorded_again() {
+    let mut log = Log::initialized();
+    let r1 = log.approved("req_1", spec("/", &["a.corp.example"]));
+    let r2 = log.approved("req_2", spec("/", &["b.corp.example"]));
+    log.issue(&r1, 1);
+    // Same serial from the same issuer, different certificate.
+    let mut same_serial = issued_details(&r2, 2);
+    same_serial.serial = "1".into();
+    refused(
+        &mut log,
+        worker(),
+        complete_with("req_2", 1, cert_id(2), same_serial),
+        RejectCode::Conflict,
+    );
+    // Same certificate (fingerprint) under a fresh serial, or an id already taken.
+    let mut same_fingerprint = issued_details(&r2, 3);
+    same_fingerprint.fingerprint_sha256 = format!("{:064x}", 1);
+    refused(
+        &mut log,
+        worker(),
+        complete_with("req_2", 1, cert_id(3), same_fingerprint),
+        RejectCode::Conflict,
+    );
+    refused(
+        &mut log,
+        worker(),
+        complete_with("req_2", 1, cert_id(1), issued_details(&r2, 4)),
+        RejectCode::Conflict,
+    );
+    assert_eq!(request(&log.store, "req_2").state, RequestState::Approved);
+    log.issue(&r2, 5);
+    assert_eq!(keys_of(&log.store, Keyspace::IssuedSerials, b"").len(), 2);
+}
+
+#[test]
+fn a_renewal_links_the_certificates_and_a_certificate_is_renewed_once() {
+    let mut log = Log::initialized();
+    let r1 = log.approved("req_1", spec("/", &["a.corp.example"]));
+    let a = log.issue(&r1, 1);
+
+    let mut renewal = spec("/", &["a.corp.example"]);
+    renewal.renewal_of = Some(a.id.clone());
+    let r2 = log.approved("req_2", renewal.clone());
+    // The old certificate is untouched until the renewal is issued.
+    assert_eq!(certificate(&log.store, &a.id), a);
+    let at = log.now();
+    let b = log.issue(&r2, 2);
+    assert_eq!(b.supersedes.as_deref(), Some(a.id.as_str()));
+    assert_eq!(b.superseded_by, None);
+    let a_now = certificate(&log.store, &a.id);
+    assert_eq!(a_now.superseded_by.as_deref(), Some(b.id.as_str()));
+    assert_eq!(a_now.generation, a.generation + 1);
+    assert_eq!(a_now.updated_at, at);
+    assert_eq!(
+        a_now.status,
+        CertificateStatus::Active,
+        "kept until it expires"
+    );
+
+    // Renewing the superseded certificate again is a conflict; nothing is recorded.
+    let rej = refused(
+        &mut log,
+        admin(),
+        submit("req_3", renewal),
+        RejectCode::Conflict,
+    );
+    assert!(rej.message.contains(&b.id), "{rej:?}");
+    assert!(get_request(&log.store, "req_3").unwrap().is_none());
+    // Renewing a certificate that does not exist is not found.
+    let mut missing = spec("/", &["a.corp.example"]);
+    missing.renewal_of = Some("crt_missing".into());
+    refused(
+        &mut log,
+        admin(),
+        submit("req_4", missing),
+        RejectCode::NotFound,
+    );
+    // The renewal can itself be renewed.
+    let mut again = spec("/", &["a.corp.example"]);
+    again.renewal_of = Some(b.id.clone());
+    let r5 = log.approved("req_5", again);
+    let c = log.issue(&r5, 5);
+    assert_eq!(
+        certificate(&log.store, &b.id).superseded_by.as_deref(),
+        Some(c.id.as_str())
+    );
+    assert_eq!(counts(&log.store).unwrap().active, 3);
+}
+
+/// Two renewals of one certificate approved before either is issued: only the first may supersede
+/// it, so the links stay a chain (`a.superseded_by = b` exactly when `b.supersedes = a`).
+#[test]
+fn concurrent_renewals_of_one_certificate_supersede_it_once() {
+    let mut log = Log::initialized();
+    let r1 = log.approved("req_1", spec("/", &["a.corp.example"]));
+    let a = log.issue(&r1, 1);
+    let mut renewal = spec("/", &["a.corp.example"]);
+    renewal.renewal_of = Some(a.id.clone());
+    let first = log.approved("req_2", renewal.clone());
+    let second = log.approved("req_3", renewal);
+    let b = log.issue(&first, 2);
+
+    let out = log.propose(worker(), complete(&second, 3));
+    let rej = rejection(&out);
+    assert_eq!(rej.code, RejectCode::Conflict, "{rej:?}");
+    assert_eq!(rej.object_id.as_deref(), Some("req_3"));
+    assert!(get_certificate(&log.store, &cert_id(3)).unwrap().is_none());
+    assert_eq!(
+        certificate(&log.store, &a.id).superseded_by.as_deref(),
+        Some(b.id.as_str())
+    );
+    // The losing renewal is answered (failed), so the worker does not sign it again and again.
+    let lost = request(&log.store, "req_3");
+    assert_eq!(lost.state, RequestState::Failed);
+    assert!(lost.error.as_deref().unwrap().contains(&b.id), "{lost:?}");
+    assert_eq!(lost.generation, 2);
+    assert!(queue(&log.store).is_empty());
+    assert_eq!(keys_of(&log.store, Keyspace::IssuedSerials, b"").len(), 2);
+    assert_eq!(
+        get_issuer(&log.store, "builtin")
+            .unwrap()
+            .unwrap()
+            .issued_count,
+        2
+    );
+}
+
+/// Superseding a certificate changes it, so renewing one needs access to the zone it lives in.
+#[test]
+fn renewing_a_certificate_needs_access_to_its_zone() {
+    let mut log = Log::initialized();
+    log.zone("/prod", "{}");
+    log.zone("/dev", "{}");
+    let r1 = log.approved("req_1", spec("/prod", &["a.corp.example"]));
+    let a = log.issue(&r1, 1);
+    let mut hijack = spec("/dev", &["a.corp.example"]);
+    hijack.renewal_of = Some(a.id.clone());
+    refused(
+        &mut log,
+        who("tok_dev", &[Role::Requester], &["/dev"]),
+        submit("req_2", hijack.clone()),
+        RejectCode::Forbidden,
+    );
+    assert!(get_request(&log.store, "req_2").unwrap().is_none());
+    let mut renewal = spec("/prod", &["a.corp.example"]);
+    renewal.renewal_of = Some(a.id.clone());
+    let r = recorded(&log.propose(
+        who("tok_prod", &[Role::Requester], &["/prod"]),
+        submit("req_3", renewal),
+    ));
+    assert_eq!(r.state, RequestState::Approved);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// 5. Revocation and key export
+// ---------------------------------------------------------------------------------------------------
+
+#[test]
+fn revocation_is_recorded_listed_and_idempotent() {
+    let mut log = Log::initialized();
+    log.zone("/prod", "{}");
+    let r1 = log.approved("req_1", spec("/prod", &["a.corp.example"]));
+    let cert = log.issue(&r1, 0x1f);
+    let r2 = log.approved("req_2", spec("/prod", &["b.corp.example"]));
+    let other = log.issue(&r2, 0x2f);
+
+    refused(
+        &mut log,
+        admin(),
+        revoke("crt_nope", RevocationReason::KeyCompromise),
+        RejectCode::NotFound,
+    );
+    for actor in [
+        who("tok_req", &[Role::Requester], &["/prod"]),
+        who("tok_dev", &[Role::ZoneOwner], &["/dev"]),
+    ] {
+        refused(
+            &mut log,
+            actor,
+            revoke(&cert.id, RevocationReason::KeyCompromise),
+            RejectCode::Forbidden,
+        );
+    }
+
+    let owner = who("tok_owner", &[Role::ZoneOwner], &["/prod"]);
+    let at = log.now();
+    let out = log.propose(
+        owner.clone(),
+        revoke(&cert.id, RevocationReason::KeyCompromise),
+    );
+    let Ok(Applied::CertificateRevoked { record }) = &out.result else {
+        panic!("{out:?}")
+    };
+    assert_eq!(record.status, CertificateStatus::Revoked);
+    let revocation = record.revocation.clone().expect("revocation recorded");
+    assert_eq!(revocation.at, at);
+    assert_eq!(revocation.reason, RevocationReason::KeyCompromise);
+    assert_eq!(revocation.by, "tok_owner");
+    assert_eq!(record.generation, cert.generation + 1);
+    assert_eq!(&certificate(&log.store, &cert.id), &**record);
+
+    let listed = log
+        .store
+        .get(
+            Keyspace::Revocations,
+            &index_key("builtin", &cert.details.serial),
+        )
+        .unwrap()
+        .expect("on the CRL");
+    assert_eq!(
+        decode_record::<RevocationRecord>("revocation", &listed).unwrap(),
+        RevocationRecord {
+            certificate_id: cert.id.clone(),
+            serial: cert.details.serial.clone(),
+            revoked_at: at,
+            reason: RevocationReason::KeyCompromise,
+        }
+    );
+    assert_eq!(keys_of(&log.store, Keyspace::Revocations, b"").len(), 1);
+    let issuer = get_issuer(&log.store, "builtin").unwrap().unwrap();
+    assert_eq!((issuer.crl_number, issuer.revoked_count), (1, 1));
+    let c = counts(&log.store).unwrap();
+    assert_eq!((c.active, c.revoked), (1, 1));
+
+    // Revoking again is idempotent: the same record, no new CRL, nothing changed.
+    let before = domain_state(&log.store);
+    let again = log.propose(
+        owner.clone(),
+        revoke(&cert.id, RevocationReason::Superseded),
+    );
+    assert_eq!(
+        again.result,
+        Ok(Applied::CertificateRevoked {
+            record: record.clone()
+        })
+    );
+    assert_eq!(domain_state(&log.store), before);
+
+    // A second certificate gets the next CRL number.
+    log.ok(revoke(&other.id, RevocationReason::Unspecified));
+    let issuer = get_issuer(&log.store, "builtin").unwrap().unwrap();
+    assert_eq!((issuer.crl_number, issuer.revoked_count), (2, 2));
+    assert_eq!(keys_of(&log.store, Keyspace::Revocations, b"").len(), 2);
+    let c = counts(&log.store).unwrap();
+    assert_eq!((c.active, c.revoked), (0, 2));
+}
+
+#[test]
+fn imported_certificates_cannot_be_revoked_here() {
+    let mut log = Log::initialized();
+    let r = log.approved("req_1", spec("/", &["a.corp.example"]));
+    let details = issued_details(&r, 9);
+    log.ok(Command::ImportCertificate(Box::new(ImportCertificate {
+        id: cert_id(9),
+        details,
+        chain_pem: "pem".into(),
+        owner: "o".into(),
+        zone: "/".into(),
+        tags: BTreeMap::new(),
+        private_key: None,
+    })));
+    let rej = refused(
+        &mut log,
+        admin(),
+        revoke(&cert_id(9), RevocationReason::KeyCompromise),
+        RejectCode::Conflict,
+    );
+    assert!(rej.message.contains("imported"), "{rej:?}");
+}
+
+/// A revoked certificate that was later retired is still revoked: revoking it again neither moves
+/// its revocation date on the CRL nor counts it twice, and importing it again does not reactivate it.
+#[test]
+fn a_revoked_then_retired_certificate_stays_revoked() {
+    let mut log = Log::initialized();
+    let r = log.approved("req_1", spec("/", &["a.corp.example"]));
+    let cert = log.issue(&r, 1);
+    log.ok(revoke(&cert.id, RevocationReason::KeyCompromise));
+    let revoked = certificate(&log.store, &cert.id);
+    let crl_entry = log
+        .store
+        .get(
+            Keyspace::Revocations,
+            &index_key("builtin", &cert.details.serial),
+        )
+        .unwrap();
+    log.ok(Command::RetireCertificate {
+        id: cert.id.clone(),
+        reason: None,
+    });
+    let retired = certificate(&log.store, &cert.id);
+    assert_eq!(retired.status, CertificateStatus::Retired);
+    assert_eq!(retired.revocation, revoked.revocation);
+
+    log.ok(revoke(&cert.id, RevocationReason::Superseded));
+    let after = certificate(&log.store, &cert.id);
+    assert_eq!(after.revocation, revoked.revocation);
+    assert_eq!(
+        log.store
+            .get(
+                Keyspace::Revocations,
+                &index_key("builtin", &cert.details.serial)
+            )
+            .unwrap(),
+        crl_entry
+    );
+    let issuer = get_issuer(&log.store, "builtin").unwrap().unwrap();
+    assert_eq!((issuer.crl_number, issuer.revoked_count), (1, 1));
+
+    log.ok(Command::ImportCertificate(Box::new(ImportCertificate {
+        id: cert.id.clone(),
+        details: cert.details.clone(),
+        chain_pem: cert.chain_pem.clone(),
+        owner: "someone".into(),
+        zone: "/".into(),
+        tags: BTreeMap::new(),
+        private_key: None,
+    })));
+    assert_ne!(
+        certificate(&log.store, &cert.id).status,
+        CertificateStatus::Active,
+        "a revoked certificate came back as active"
+    );
+    let c = counts(&log.store).unwrap();
+    assert_eq!(c.active, 0);
+}
+
+#[test]
+fn private_key_export_is_audited_for_zone_owners_only() {
+    let mut log = Log::initialized();
+    log.zone("/prod", "{}");
+    let r = log.approved("req_1", spec("/prod", &["a.corp.example"]));
+    let cert = log.issue(&r, 1);
+    assert!(cert.has_private_key());
+    let owner = who("tok_owner", &[Role::ZoneOwner], &["/prod"]);
+    let out = log.propose(
+        owner,
+        Command::ExportPrivateKey {
+            id: cert.id.clone(),
+        },
+    );
+    assert_eq!(
+        out.result,
+        Ok(Applied::KeyExportAllowed {
+            id: cert.id.clone()
+        })
+    );
+    refused(
+        &mut log,
+        who("tok_req", &[Role::Requester], &["/prod"]),
+        Command::ExportPrivateKey {
+            id: cert.id.clone(),
+        },
+        RejectCode::Forbidden,
+    );
+    refused(
+        &mut log,
+        admin(),
+        Command::ExportPrivateKey {
+            id: "crt_nope".into(),
+        },
+        RejectCode::NotFound,
+    );
+    // A certificate issued from a CSR has no key here.
+    let r2 = log.approved("req_2", spec("/prod", &["b.corp.example"]));
+    let Command::CompleteIssuance(mut done) = complete(&r2, 2) else {
+        unreachable!()
+    };
+    done.private_key = None;
+    log.propose(worker(), Command::CompleteIssuance(done));
+    refused(
+        &mut log,
+        admin(),
+        Command::ExportPrivateKey { id: cert_id(2) },
+        RejectCode::NotFound,
+    );
+    // Every attempt is audited.
+    let audit = verify_chain(&log.store).unwrap();
+    assert!(audit.ok);
+    assert_eq!(audit.records_checked, log.next - 1);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// 6. Random interleavings of issuance outcomes
+// ---------------------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone)]
+enum Op {
+    Complete {
+        req: usize,
+        generation: u64,
+        /// Picks serial, fingerprint and certificate id; collisions are intended.
+        n: u32,
+        /// Names that differ from the approved ones.
+        bad_names: bool,
+    },
+    Fail {
+        req: usize,
+        generation: u64,
+    },
+    /// Someone other than the worker tries to record an outcome.
+    Impostor {
+        req: usize,
+    },
+}
+
+fn op(requests: usize) -> impl Strategy<Value = Op> {
+    prop_oneof![
+        5 => (0..requests, 0u64..4, 0u32..12, prop::bool::weighted(0.1)).prop_map(
+            |(req, generation, n, bad_names)| Op::Complete {
+                req,
+                generation,
+                n,
+                bad_names
+            }
+        ),
+        3 => (0..requests, 0u64..4).prop_map(|(req, generation)| Op::Fail { req, generation }),
+        1 => (0..requests).prop_map(|req| Op::Impostor { req }),
+    ]
+}
+
+fn scenario() -> impl Strategy<Value = (usize, Vec<Op>)> {
+    (1usize..7).prop_flat_map(|n| (Just(n), proptest::collection::vec(op(n), 0..40)))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Model {
+    Approved,
+    Issued(u32),
+    Failed,
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    #[test]
+    fn issuance_outcomes_in_any_order_yield_at_most_one_certificate_per_request(
+        (n, ops) in scenario()
+    ) {
+        let mut log = Log::initialized();
+        let mut twin = Log::initialized();
+        let ids: Vec<String> = (0..n).map(|i| format!("req_{i}")).collect();
+        let mut approved = Vec::new();
+        for (i, id) in ids.iter().enumerate() {
+            let s = spec("/", &[&format!("svc{i}.corp.example")]);
+            approved.push(log.approved(id, s.clone()));
+            twin.approved(id, s);
+        }
+        let mut model = vec![Model::Approved; n];
+        let mut used: BTreeSet<u32> = BTreeSet::new();
+
+        for op in &ops {
+            let (actor, command, expected) = match *op {
+                Op::Complete { req, generation, n, bad_names } => {
+                    let mut details = issued_details(&approved[req], n);
+                    if bad_names {
+                        details.sans.push("other.corp.example".into());
+                    }
+                    let expected = if model[req] != Model::Approved || generation != 1 {
+                        Err(RejectCode::StaleGeneration)
+                    } else if bad_names {
+                        Err(RejectCode::InvalidArgument)
+                    } else if used.contains(&n) {
+                        Err(RejectCode::Conflict)
+                    } else {
+                        model[req] = Model::Issued(n);
+                        used.insert(n);
+                        Ok(RequestState::Issued)
+                    };
+                    (worker(), complete_with(&ids[req], generation, cert_id(n), details), expected)
+                }
+                Op::Fail { req, generation } => {
+                    let expected = if model[req] != Model::Approved || generation != 1 {
+                        Err(RejectCode::StaleGeneration)
+                    } else {
+                        model[req] = Model::Failed;
+                        Ok(RequestState::Failed)
+                    };
+                    (worker(), fail(&ids[req], generation), expected)
+                }
+                Op::Impostor { req } => (
+                    admin(),
+                    complete_with(&ids[req], 1, cert_id(99), issued_details(&approved[req], 99)),
+                    Err(RejectCode::Forbidden),
+                ),
+            };
+            let before = domain_state(&log.store);
+            let out = log.propose(actor.clone(), command.clone());
+            let twin_out = twin.propose(actor, command);
+            prop_assert_eq!(&out, &twin_out);
+            match expected {
+                Ok(state) => {
+                    let Ok(Applied::RequestUpdated { request }) = &out.result else {
+                        return Err(TestCaseError::fail(format!("{op:?}: {out:?}")));
+                    };
+                    prop_assert_eq!(request.state, state);
+                    prop_assert_eq!(request.generation, 2);
+                }
+                Err(code) => {
+                    prop_assert_eq!(out.result.as_ref().err().map(|r| r.code), Some(code), "{:?}", op);
+                    prop_assert_eq!(domain_state(&log.store), before, "{:?} changed state", op);
+                }
+            }
+        }
+
+        // Every request is in exactly the state the model says, and in one state only.
+        let requests = all_requests(&log.store);
+        prop_assert_eq!(requests.len(), n);
+        let certs = all_certificates(&log.store);
+        let linked: Vec<&CertificateRecord> = certs.iter().filter(|c| c.issuance.is_some()).collect();
+        let serials = log.store.scan(Keyspace::IssuedSerials, b"", b"", usize::MAX).unwrap();
+        let issued = requests.iter().filter(|r| r.state == RequestState::Issued).count();
+        prop_assert_eq!(linked.len(), certs.len());
+        prop_assert_eq!(linked.len(), serials.len());
+        prop_assert_eq!(linked.len(), issued);
+        prop_assert_eq!(get_issuer(&log.store, "builtin").unwrap().unwrap().issued_count, issued as u64);
+        prop_assert_eq!(counts(&log.store).unwrap().active, issued as u64);
+        for (i, r) in requests.iter().enumerate() {
+            prop_assert_eq!(&r.id, &ids[i]);
+            prop_assert_eq!(indexed_states(&log.store, &r.id), vec![r.state.as_str().to_string()]);
+            let links: Vec<&&CertificateRecord> = linked
+                .iter()
+                .filter(|c| c.issuance.as_ref().unwrap().request_id == r.id)
+                .collect();
+            let queued = queue(&log.store).contains(&r.id);
+            match model[i] {
+                Model::Approved => {
+                    prop_assert_eq!(r.state, RequestState::Approved);
+                    prop_assert!(queued);
+                    prop_assert!(links.is_empty());
+                    prop_assert_eq!(r.generation, 1);
+                }
+                Model::Failed => {
+                    prop_assert_eq!(r.state, RequestState::Failed);
+                    prop_assert!(!queued);
+                    prop_assert!(links.is_empty());
+                    prop_assert!(r.error.is_some() && r.certificate_id.is_none());
+                }
+                Model::Issued(k) => {
+                    prop_assert_eq!(r.state, RequestState::Issued);
+                    prop_assert!(!queued);
+                    prop_assert_eq!(links.len(), 1);
+                    prop_assert_eq!(&links[0].id, &cert_id(k));
+                    prop_assert_eq!(r.certificate_id.clone(), Some(cert_id(k)));
+                    let serial: IssuedSerial = decode_record(
+                        "serial",
+                        &log.store
+                            .get(Keyspace::IssuedSerials, &index_key("builtin", &format!("{k:x}")))
+                            .unwrap()
+                            .expect("serial recorded"),
+                    )
+                    .unwrap();
+                    prop_assert_eq!(&serial.request_id, &r.id);
+                    prop_assert_eq!(serial.certificate_id, cert_id(k));
+                }
+            }
+        }
+        let audit = verify_chain(&log.store).unwrap();
+        prop_assert!(audit.ok, "{:?}", audit);
+        prop_assert_eq!(audit.records_checked, log.next - 1);
+        prop_assert_eq!(log.store.dump(), twin.store.dump());
+        prop_assert_eq!(state_digest(&log.store).unwrap(), state_digest(&twin.store).unwrap());
+    }
+}

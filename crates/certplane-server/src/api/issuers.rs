@@ -1,0 +1,426 @@
+//! `/v1/issuers`: certplane's CAs (the built-in CA made at initialisation, and imported internal CAs)
+//! and their CRLs.
+//!
+//! CRLs are signed on demand by whichever node answers, from the replicated revocation list. Their
+//! `thisUpdate` is the later of the newest revocation and the start of the current hour, and their
+//! CRL number is that time in seconds: every node publishes the same number for the same content, a
+//! revocation always yields a newer CRL, and a CRL is never older than an hour.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use certplane_core::issuer::{IssuerKind, IssuerRecord, RevocationRecord};
+use certplane_core::store::{Keyspace, StateRead};
+use certplane_core::{Applied, Command, Principal, Proposal, Role, Timestamp};
+use serde::{Deserialize, Serialize};
+
+use super::certificates::{pki_error, require_any};
+use super::error::{ApiError, ApiResult};
+use super::extract::{ApiJson, ApiQuery, Auth, Consistency};
+use super::openapi::ErrorResponse;
+use super::view::rfc3339;
+use super::{blocking, now_ms, AppState};
+use crate::workers::issuance::from_sealed;
+
+const HOUR_MS: i64 = 3_600_000;
+/// CRLs say when to fetch the next one: a day after their thisUpdate.
+const CRL_NEXT_UPDATE_MS: i64 = 24 * HOUR_MS;
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct IssuerView {
+    pub name: String,
+    /// `builtin` (certplane signs with its own CA key).
+    pub kind: String,
+    pub subject: String,
+    pub ca_cert_pem: String,
+    /// The issuing CA first, up to its root.
+    pub chain_pem: String,
+    pub key_algorithm: String,
+    pub not_after: String,
+    pub imported: bool,
+    pub created_at: String,
+    pub created_by: String,
+    pub issued_count: u64,
+    pub revoked_count: u64,
+}
+
+impl From<IssuerRecord> for IssuerView {
+    fn from(r: IssuerRecord) -> Self {
+        IssuerView {
+            name: r.name,
+            kind: match r.kind {
+                IssuerKind::Builtin => "builtin".into(),
+            },
+            subject: r.subject,
+            ca_cert_pem: r.ca_cert_pem,
+            chain_pem: r.chain_pem,
+            key_algorithm: r.key_algorithm,
+            not_after: rfc3339(r.not_after),
+            imported: r.imported,
+            created_at: rfc3339(r.created_at),
+            created_by: r.created_by,
+            issued_count: r.issued_count,
+            revoked_count: r.revoked_count,
+        }
+    }
+}
+
+pub fn check_issuer_name(name: &str) -> ApiResult<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::not_found(format!("no issuer named {name:?}")))
+    }
+}
+
+/// Build the replicated record for a CA whose key this node holds in the clear, sealing the key.
+pub fn issuer_record(
+    name: &str,
+    ca: &certplane_pki::CaCertificate,
+    chain_above: &[&certplane_pki::CaCertificate],
+    extra_chain_pem: &str,
+    kek: &certplane_pki::Kek,
+    imported: bool,
+    actor: &Principal,
+) -> ApiResult<IssuerRecord> {
+    let sealed = certplane_pki::seal(kek, &ca.key_pkcs8, IssuerRecord::key_aad(name).as_bytes())
+        .map_err(|e| ApiError::unavailable(format!("cannot seal the CA key: {e}")))?;
+    let mut chain = certplane_pki::chain_pem(&ca.cert_pem, chain_above);
+    if !extra_chain_pem.trim().is_empty() {
+        chain.push_str(extra_chain_pem.trim_end());
+        chain.push('\n');
+    }
+    Ok(IssuerRecord {
+        name: name.to_string(),
+        kind: IssuerKind::Builtin,
+        subject: ca.subject.clone(),
+        ca_cert_pem: ca.cert_pem.clone(),
+        chain_pem: chain,
+        key: from_sealed(sealed),
+        key_algorithm: ca.key.algorithm.to_string(),
+        not_after: Timestamp(ca.not_after_ms),
+        imported,
+        created_at: Timestamp(now_ms()),
+        created_by: actor.id.clone(),
+        issued_count: 0,
+        revoked_count: 0,
+        crl_number: 0,
+        revision: 0,
+    })
+}
+
+#[utoipa::path(get, path = "/v1/issuers", tag = "issuers", security(("bearer" = [])), responses((status = 200, description = "Every issuer (never a key)", body = Vec<IssuerView>), (status = 401, description = "Missing or invalid token", body = ErrorResponse), (status = 503, description = "No leader or node unavailable; retry", body = ErrorResponse)))]
+pub async fn list(
+    State(state): State<AppState>,
+    Auth(_p): Auth,
+    consistency: Consistency,
+) -> ApiResult<Json<Vec<IssuerView>>> {
+    super::certificates::read_barrier(&state, consistency).await?;
+    let view = state.node.view();
+    let issuers = blocking(move || {
+        let rows = view
+            .scan(Keyspace::Issuers, b"", b"", 1000)
+            .map_err(|e| ApiError::unavailable(e.to_string()))?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(_, v)| {
+                certplane_core::keys::decode_record::<IssuerRecord>("issuer", &v).ok()
+            })
+            .map(IssuerView::from)
+            .collect::<Vec<_>>())
+    })
+    .await?;
+    Ok(Json(issuers))
+}
+
+async fn load_issuer(state: &AppState, name: &str) -> ApiResult<IssuerRecord> {
+    check_issuer_name(name)?;
+    let view = state.node.view();
+    let lookup = name.to_string();
+    blocking(move || {
+        certplane_core::apply::get_issuer(&view, &lookup)
+            .map_err(|e| ApiError::unavailable(e.to_string()))
+    })
+    .await?
+    .ok_or_else(|| ApiError::not_found(format!("no issuer named {name}")))
+}
+
+#[utoipa::path(get, path = "/v1/issuers/{name}", tag = "issuers", security(("bearer" = [])), params(("name" = String, Path)), responses((status = 200, description = "The issuer", body = IssuerView), (status = 404, description = "Unknown issuer", body = ErrorResponse), (status = 401, description = "Missing or invalid token", body = ErrorResponse), (status = 503, description = "No leader or node unavailable; retry", body = ErrorResponse)))]
+pub async fn get_one(
+    State(state): State<AppState>,
+    Auth(_p): Auth,
+    consistency: Consistency,
+    Path(name): Path<String>,
+) -> ApiResult<Json<IssuerView>> {
+    super::certificates::read_barrier(&state, consistency).await?;
+    Ok(Json(IssuerView::from(load_issuer(&state, &name).await?)))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImportIssuerBody {
+    /// 1-64 of a-z, 0-9, '-', '_'.
+    pub name: String,
+    /// The CA certificate, optionally followed by its issuers up to the root.
+    pub cert_pem: String,
+    /// The CA's unencrypted private key (PKCS#8, PKCS#1 or SEC1); sealed before it is stored.
+    pub key_pem: String,
+}
+
+#[utoipa::path(post, path = "/v1/issuers", tag = "issuers", security(("bearer" = [])), request_body = ImportIssuerBody, responses((status = 201, description = "Imported", body = IssuerView), (status = 409, description = "An issuer with that name exists", body = ErrorResponse), (status = 400, description = "Not a usable CA certificate and key", body = ErrorResponse), (status = 403, description = "Admins only", body = ErrorResponse), (status = 401, description = "Missing or invalid token", body = ErrorResponse), (status = 503, description = "No leader, or no key-encryption key on this node", body = ErrorResponse)))]
+pub async fn import(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    ApiJson(body, _): ApiJson<ImportIssuerBody>,
+) -> ApiResult<(StatusCode, Json<IssuerView>)> {
+    require_any(&principal, &[Role::Admin])?;
+    check_issuer_name(&body.name).map_err(|_| {
+        ApiError::bad_request(
+            "invalid_argument",
+            "issuer names are 1-64 of a-z, 0-9, '-', '_'",
+        )
+    })?;
+    let kek = state.kek.clone().ok_or_else(|| {
+        ApiError::bad_request(
+            "no_key_encryption_key",
+            "this node was started without --kek-file and cannot store a CA key",
+        )
+    })?;
+    let ca =
+        certplane_pki::import_ca(&body.cert_pem, &body.key_pem, now_ms()).map_err(pki_error)?;
+    // The chain above the CA, as uploaded (the links were checked by import_ca).
+    let rest: String = certplane_pki::parse_chain_pem(&body.cert_pem)
+        .map(|c| {
+            c.chain_pem
+                .split_inclusive("-----END CERTIFICATE-----\n")
+                .skip(1)
+                .collect()
+        })
+        .unwrap_or_default();
+    let record = issuer_record(&body.name, &ca, &[], &rest, &kek, true, &principal)?;
+    let proposal = Proposal::new(
+        Timestamp(now_ms()),
+        principal,
+        Command::CreateIssuer(Box::new(record)),
+    );
+    let outcome = state.node.write(proposal).await?;
+    match outcome.result.map_err(ApiError::from)? {
+        Applied::IssuerCreated { name } => Ok((
+            StatusCode::CREATED,
+            Json(IssuerView::from(load_issuer(&state, &name).await?)),
+        )),
+        other => Err(ApiError::unavailable(format!(
+            "unexpected outcome {other:?}"
+        ))),
+    }
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct IssuedSerialView {
+    /// Lowercase hex, as in the certificate view.
+    pub serial: String,
+    pub certificate_id: String,
+    pub request_id: String,
+    pub issued_at: String,
+}
+
+#[derive(Debug, Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct IssuedQuery {
+    pub limit: Option<usize>,
+    /// The last serial of the previous page.
+    pub cursor: Option<String>,
+    pub consistency: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/issuers/{name}/issued", tag = "issuers", security(("bearer" = [])), params(("name" = String, Path), IssuedQuery), responses((status = 200, description = "The issuer's record of every serial it issued, in serial order, with `next_cursor`"), (status = 404, description = "Unknown issuer", body = ErrorResponse), (status = 401, description = "Missing or invalid token", body = ErrorResponse), (status = 503, description = "No leader or node unavailable; retry", body = ErrorResponse)))]
+pub async fn issued(
+    State(state): State<AppState>,
+    Auth(_p): Auth,
+    consistency: Consistency,
+    Path(name): Path<String>,
+    ApiQuery(q): ApiQuery<IssuedQuery>,
+) -> ApiResult<Json<super::view::PageView<IssuedSerialView>>> {
+    super::certificates::read_barrier(&state, consistency).await?;
+    let issuer = load_issuer(&state, &name).await?;
+    let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
+    if let Some(c) = &q.cursor {
+        if c.len() > 64 || !c.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(ApiError::bad_request("invalid_query", "bad cursor"));
+        }
+    }
+    let view = state.node.view();
+    let cursor = q.cursor.clone();
+    blocking(move || {
+        let prefix = certplane_core::keys::index_key(&issuer.name, "");
+        let mut end = prefix.clone();
+        if let Some(last) = end.last_mut() {
+            *last += 1;
+        }
+        let mut from = prefix.clone();
+        if let Some(c) = &cursor {
+            from.extend_from_slice(c.as_bytes());
+            from.push(0);
+        }
+        let rows = view
+            .scan(Keyspace::IssuedSerials, &from, &end, limit + 1)
+            .map_err(|e| ApiError::unavailable(e.to_string()))?;
+        let mut items = Vec::with_capacity(rows.len().min(limit));
+        for (key, value) in rows.iter().take(limit) {
+            let record =
+                certplane_core::keys::decode_record::<certplane_core::issuer::IssuedSerial>(
+                    "issued serial",
+                    value,
+                )
+                .map_err(|e| ApiError::unavailable(e.to_string()))?;
+            items.push(IssuedSerialView {
+                serial: String::from_utf8_lossy(&key[prefix.len()..]).to_string(),
+                certificate_id: record.certificate_id,
+                request_id: record.request_id,
+                issued_at: rfc3339(record.issued_at),
+            });
+        }
+        let next_cursor = (rows.len() > limit)
+            .then(|| items.last().map(|i| i.serial.clone()))
+            .flatten();
+        Ok(Json(super::view::PageView { items, next_cursor }))
+    })
+    .await
+}
+
+/// A signed CRL and its number.
+type SignedCrl = (u64, Arc<Vec<u8>>);
+
+/// Signed CRLs by issuer, so a busy endpoint signs once per change or hour.
+#[derive(Default)]
+pub struct CrlCache {
+    crls: Mutex<HashMap<String, SignedCrl>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CrlQuery {
+    /// `der` (default) or `pem`.
+    pub format: Option<String>,
+    pub consistency: Option<String>,
+}
+
+fn revocations(view: &impl StateRead, issuer: &str) -> ApiResult<Vec<RevocationRecord>> {
+    let prefix = certplane_core::keys::index_key(issuer, "");
+    let mut end = prefix.clone();
+    if let Some(last) = end.last_mut() {
+        *last += 1;
+    }
+    let mut out = Vec::new();
+    let mut from = prefix.clone();
+    loop {
+        let batch = view
+            .scan(Keyspace::Revocations, &from, &end, 1024)
+            .map_err(|e| ApiError::unavailable(e.to_string()))?;
+        if batch.is_empty() {
+            return Ok(out);
+        }
+        for (_, v) in &batch {
+            let record = certplane_core::keys::decode_record::<RevocationRecord>("revocation", v)
+                .map_err(|e| ApiError::unavailable(e.to_string()))?;
+            out.push(record);
+        }
+        from = batch.last().map(|(k, _)| k.clone()).unwrap_or_default();
+        from.push(0);
+    }
+}
+
+#[utoipa::path(get, path = "/v1/issuers/{name}/crl", tag = "issuers", params(("name" = String, Path), ("format" = Option<String>, Query, description = "`der` (default, application/pkix-crl) or `pem`")), responses((status = 200, description = "The issuer's current CRL"), (status = 404, description = "Unknown issuer", body = ErrorResponse), (status = 503, description = "This node cannot sign (no key-encryption key) or no leader", body = ErrorResponse)))]
+pub async fn crl(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    ApiQuery(q): ApiQuery<CrlQuery>,
+) -> ApiResult<Response> {
+    let pem = match q.format.as_deref() {
+        None | Some("der") => false,
+        Some("pem") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                format!("format must be der or pem, not {other:?}"),
+            ))
+        }
+    };
+    // CRLs are public (relying parties fetch them without a token), so they are served from the
+    // local state; a follower is at most a replication round behind.
+    let issuer = load_issuer(&state, &name).await?;
+    let view = state.node.view();
+    let lookup = issuer.name.clone();
+    let revoked = blocking(move || revocations(&view, &lookup)).await?;
+    let newest = revoked
+        .iter()
+        .map(|r| r.revoked_at.millis())
+        .max()
+        .unwrap_or(0);
+    let now = now_ms();
+    let this_update = newest.max(now - now.rem_euclid(HOUR_MS));
+    let number = (this_update / 1000) as u64;
+    let cached = state.crls.crls.lock().ok().and_then(|m| {
+        m.get(&issuer.name)
+            .filter(|(n, _)| *n == number)
+            .map(|(_, d)| d.clone())
+    });
+    let der = match cached {
+        Some(der) => der,
+        None => {
+            let signers = state.signers.clone();
+            let kek = state.kek.clone();
+            let issuer_for_sign = issuer.clone();
+            let der = blocking(move || {
+                let signer = signers
+                    .get(&issuer_for_sign, kek.as_deref())
+                    .map_err(ApiError::unavailable)?;
+                let entries: Vec<certplane_pki::RevokedEntry> = revoked
+                    .iter()
+                    .map(|r| certplane_pki::RevokedEntry {
+                        serial_hex: r.serial.clone(),
+                        revoked_at_ms: r.revoked_at.millis(),
+                        reason: crate::workers::issuance::pki_reason(r.reason),
+                    })
+                    .collect();
+                signer
+                    .crl(
+                        &entries,
+                        number,
+                        this_update,
+                        this_update + CRL_NEXT_UPDATE_MS,
+                    )
+                    .map_err(|e| ApiError::unavailable(format!("cannot sign the CRL: {e}")))
+            })
+            .await?;
+            let der = Arc::new(der);
+            if let Ok(mut m) = state.crls.crls.lock() {
+                m.insert(issuer.name.clone(), (number, der.clone()));
+            }
+            der
+        }
+    };
+    let (content_type, body) = if pem {
+        (
+            "application/x-pem-file",
+            certplane_pki::crl_pem(&der).into_bytes(),
+        )
+    } else {
+        ("application/pkix-crl", der.to_vec())
+    };
+    let mut response = (StatusCode::OK, body).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    Ok(response)
+}

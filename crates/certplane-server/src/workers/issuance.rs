@@ -1,0 +1,363 @@
+//! The leader's issuance worker: turns approved requests (intents in the issuance queue) into signed
+//! certificates (effects) and proposes each result back through Raft (outcomes), DESIGN.md section 3.
+//!
+//! ```text
+//!  SubmitRequest applied ──► IssuanceQueue[id]      (intent, replicated)
+//!          leader wakes ──► keygen / CSR key, serial, sign with the built-in CA   (effect, local)
+//!                       ──► CompleteIssuance { id, generation, certificate }   (outcome, replicated)
+//! ```
+//!
+//! The built-in CA's signature is only an effect once it is committed: a leader that dies between
+//! signing and commit leaves nothing behind that anyone received, and the next leader signs again from
+//! the same intent. `apply` accepts one outcome per request generation, so a request never yields two
+//! certificates, and the issuer's issued-serial record holds exactly the certificates in the inventory.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use certplane_core::apply::{get_issuer, get_request, ISSUANCE_WORKER};
+use certplane_core::certificate::CertificateDetails;
+use certplane_core::certificate::RevocationReason;
+use certplane_core::command::CompleteIssuance;
+use certplane_core::issuer::IssuerRecord;
+use certplane_core::request::{KeySource, RequestRecord, RequestState};
+use certplane_core::store::{Keyspace, StateRead};
+use certplane_core::{Command, EncryptedKey, Principal, Proposal, Role, Timestamp};
+use certplane_pki::Kek;
+use certplane_raft::node::RaftNode;
+use openraft::async_runtime::WatchReceiver;
+use tokio::sync::{watch, Semaphore};
+
+use crate::api::now_ms;
+use crate::api::requests::pki_key_spec;
+
+/// Requests signed at once; the Raft log batches their outcomes into shared fsyncs.
+const CONCURRENCY: usize = 32;
+/// Queue entries read per pass: bounded work per wake-up whatever the backlog.
+const SCAN_LIMIT: usize = 1024;
+/// How often the worker looks again without being woken (retries after transient failures).
+const IDLE_RECHECK: Duration = Duration::from_millis(500);
+
+pub fn worker_principal() -> Principal {
+    Principal {
+        id: ISSUANCE_WORKER.into(),
+        name: "issuance worker".into(),
+        roles: vec![Role::Admin],
+        zones: vec![],
+    }
+}
+
+/// Signers built from issuers' sealed keys, keyed by issuer name and record revision.
+#[derive(Default)]
+pub struct SignerCache {
+    signers: Mutex<HashMap<String, (u64, Arc<certplane_pki::ca::Signer>)>>,
+}
+
+impl SignerCache {
+    pub fn get(
+        &self,
+        issuer: &IssuerRecord,
+        kek: Option<&Kek>,
+    ) -> Result<Arc<certplane_pki::ca::Signer>, String> {
+        let mut map = self.signers.lock().map_err(|_| "signer cache poisoned")?;
+        // The CA key and certificate never change for a name; the cache survives counter updates.
+        if let Some((_, signer)) = map.get(&issuer.name) {
+            return Ok(signer.clone());
+        }
+        let kek = kek.ok_or(
+            "this node has no key-encryption key (--kek-file), so it cannot use the CA key",
+        )?;
+        let ca = open_issuer(issuer, kek)?;
+        let signer = Arc::new(
+            certplane_pki::ca::Signer::new(&ca)
+                .map_err(|e| format!("issuer {}: {e}", issuer.name))?,
+        );
+        map.insert(issuer.name.clone(), (issuer.revision, signer.clone()));
+        Ok(signer)
+    }
+}
+
+pub fn open_issuer(
+    issuer: &IssuerRecord,
+    kek: &Kek,
+) -> Result<certplane_pki::ca::CaCertificate, String> {
+    let sealed = to_sealed(&issuer.key);
+    let key = certplane_pki::open(kek, &sealed, IssuerRecord::key_aad(&issuer.name).as_bytes())
+        .map_err(|e| format!("cannot open the key of issuer {}: {e}", issuer.name))?;
+    certplane_pki::ca::CaCertificate::from_parts(&issuer.ca_cert_pem, key)
+        .map_err(|e| format!("issuer {}: {e}", issuer.name))
+}
+
+pub fn to_sealed(key: &EncryptedKey) -> certplane_pki::SealedKey {
+    certplane_pki::SealedKey {
+        v: key.v,
+        algorithm: key.algorithm.clone(),
+        kek_id: key.kek_id.clone(),
+        wrapped_data_key: key.wrapped_data_key.clone(),
+        sealed_key: key.sealed_key.clone(),
+    }
+}
+
+pub fn from_sealed(sealed: certplane_pki::SealedKey) -> EncryptedKey {
+    EncryptedKey {
+        v: sealed.v,
+        algorithm: sealed.algorithm,
+        kek_id: sealed.kek_id,
+        wrapped_data_key: sealed.wrapped_data_key,
+        sealed_key: sealed.sealed_key,
+    }
+}
+
+/// The CRL reason as the pki crate writes it.
+pub fn pki_reason(reason: RevocationReason) -> certplane_pki::RevocationReason {
+    use certplane_pki::RevocationReason as P;
+    match reason {
+        RevocationReason::Unspecified => P::Unspecified,
+        RevocationReason::KeyCompromise => P::KeyCompromise,
+        RevocationReason::CaCompromise => P::CaCompromise,
+        RevocationReason::AffiliationChanged => P::AffiliationChanged,
+        RevocationReason::Superseded => P::Superseded,
+        RevocationReason::CessationOfOperation => P::CessationOfOperation,
+        RevocationReason::CertificateHold => P::CertificateHold,
+        RevocationReason::PrivilegeWithdrawn => P::PrivilegeWithdrawn,
+        RevocationReason::AaCompromise => P::AaCompromise,
+    }
+}
+
+pub fn details_of(info: certplane_pki::CertificateInfo) -> CertificateDetails {
+    CertificateDetails {
+        fingerprint_sha256: info.fingerprint_sha256,
+        subject: info.subject,
+        common_name: info.common_name,
+        issuer: info.issuer,
+        serial: info.serial,
+        sans: info.sans,
+        not_before: Timestamp(info.not_before_ms),
+        not_after: Timestamp(info.not_after_ms),
+        key_algorithm: info.key_algorithm,
+        key_bits: info.key_bits,
+        signature_algorithm: info.signature_algorithm,
+        is_ca: info.is_ca,
+        self_signed: info.self_signed,
+    }
+}
+
+/// What signing produced, ready to propose; or why the request cannot be issued at all.
+enum Signed {
+    Done(Box<CompleteIssuance>),
+    Refused(String),
+}
+
+/// Sign one approved request. CPU-bound: runs on a blocking thread.
+fn sign(
+    request: &RequestRecord,
+    issuer: &IssuerRecord,
+    signers: &SignerCache,
+    kek: Option<&Kek>,
+    now_ms: i64,
+) -> Signed {
+    let signer = match signers.get(issuer, kek) {
+        Ok(s) => s,
+        Err(e) => return Signed::Refused(e),
+    };
+    let (spki_der, generated) = match &request.spec.key {
+        KeySource::Csr { csr_pem } => match certplane_pki::csr::parse_csr(csr_pem) {
+            Ok(csr) => (csr.spki_der, None),
+            Err(e) => return Signed::Refused(format!("the CSR cannot be used: {e}")),
+        },
+        KeySource::Generate { spec } => {
+            match certplane_pki::keys::generate_key(&pki_key_spec(*spec)) {
+                Ok(key) => (key.spki_der.clone(), Some(key)),
+                Err(e) => return Signed::Refused(format!("key generation failed: {e}")),
+            }
+        }
+    };
+    // X.509 times have one-second resolution: start on a whole second so the validity the state
+    // machine reads back from the certificate is exactly what was approved, never more.
+    let not_before = now_ms - now_ms.rem_euclid(1000);
+    let not_after =
+        (not_before + request.spec.validity.0.saturating_mul(1000)).min(issuer.not_after.millis());
+    let mut dns_names = Vec::new();
+    let mut ip_addresses = Vec::new();
+    for san in &request.spec.sans {
+        match san {
+            certplane_core::names::San::Dns(name) => dns_names.push(name.clone()),
+            certplane_core::names::San::Ip(ip) => ip_addresses.push(*ip),
+        }
+    }
+    let serial = match certplane_pki::ca::new_serial() {
+        Ok(s) => s,
+        Err(e) => return Signed::Refused(format!("no randomness for a serial: {e}")),
+    };
+    let profile = certplane_pki::ca::LeafProfile {
+        serial,
+        common_name: request.spec.common_name.clone(),
+        dns_names,
+        ip_addresses,
+        not_before_ms: not_before,
+        not_after_ms: not_after,
+        spki_der,
+    };
+    let issued = match signer.issue(&profile) {
+        Ok(c) => c,
+        Err(e) => return Signed::Refused(format!("the issuer refused to sign: {e}")),
+    };
+    let info = match certplane_pki::inspect_certificate_der(&issued.cert_der) {
+        Ok(i) => i,
+        Err(e) => return Signed::Refused(format!("the signed certificate does not parse: {e}")),
+    };
+    let private_key = match generated {
+        None => None,
+        Some(key) => {
+            let Some(kek) = kek else {
+                return Signed::Refused("no key-encryption key to seal the generated key".into());
+            };
+            match certplane_pki::seal(kek, &key.pkcs8_der, info.fingerprint_sha256.as_bytes()) {
+                Ok(sealed) => Some(from_sealed(sealed)),
+                Err(e) => return Signed::Refused(format!("cannot seal the generated key: {e}")),
+            }
+        }
+    };
+    let details = details_of(info);
+    Signed::Done(Box::new(CompleteIssuance {
+        request_id: request.id.clone(),
+        generation: request.generation,
+        certificate_id: crate::api::certificates::record_id(&details.fingerprint_sha256),
+        chain_pem: format!("{}{}", issued.cert_pem, issuer.chain_pem),
+        details,
+        private_key,
+    }))
+}
+
+pub struct IssuanceWorker {
+    node: Arc<RaftNode>,
+    kek: Option<Arc<Kek>>,
+    signers: Arc<SignerCache>,
+    in_flight: Mutex<HashSet<String>>,
+    permits: Arc<Semaphore>,
+}
+
+impl IssuanceWorker {
+    pub fn new(node: Arc<RaftNode>, kek: Option<Arc<Kek>>, signers: Arc<SignerCache>) -> Arc<Self> {
+        Arc::new(IssuanceWorker {
+            node,
+            kek,
+            signers,
+            in_flight: Mutex::new(HashSet::new()),
+            permits: Arc::new(Semaphore::new(CONCURRENCY)),
+        })
+    }
+
+    /// Run until `shutdown` turns true. Only the leader does work; followers wait.
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut applied = self.node.sm.subscribe_applied();
+        let mut metrics = self.node.raft.metrics();
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            if self.node.is_leader() {
+                self.clone().work();
+            }
+            tokio::select! {
+                _ = shutdown.changed() => {}
+                _ = applied.changed() => {}
+                _ = metrics.changed() => {}
+                _ = tokio::time::sleep(IDLE_RECHECK) => {}
+            }
+        }
+    }
+
+    /// One pass over the queue: start a task for every queued request not already being signed.
+    fn work(self: Arc<Self>) {
+        let view = self.node.view();
+        let queued = match view.scan(Keyspace::IssuanceQueue, b"", b"", SCAN_LIMIT) {
+            Ok(q) => q,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the issuance queue");
+                return;
+            }
+        };
+        for (key, _) in queued {
+            let Ok(id) = String::from_utf8(key) else {
+                continue;
+            };
+            {
+                let Ok(mut in_flight) = self.in_flight.lock() else {
+                    return;
+                };
+                if !in_flight.insert(id.clone()) {
+                    continue;
+                }
+            }
+            let worker = self.clone();
+            tokio::spawn(async move {
+                let result = worker.issue_one(&id).await;
+                if let Err(e) = result {
+                    tracing::debug!(request = %id, error = %e, "issuance will be retried");
+                }
+                if let Ok(mut in_flight) = worker.in_flight.lock() {
+                    in_flight.remove(&id);
+                }
+            });
+        }
+    }
+
+    async fn issue_one(&self, id: &str) -> Result<(), String> {
+        let _permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| e.to_string())?;
+        let view = self.node.view();
+        let Some(request) = get_request(&view, id).map_err(|e| e.to_string())? else {
+            return Ok(());
+        };
+        if request.state != RequestState::Approved {
+            return Ok(());
+        }
+        let command = match get_issuer(&view, &request.issuer).map_err(|e| e.to_string())? {
+            None => Command::FailIssuance {
+                request_id: request.id.clone(),
+                generation: request.generation,
+                error: format!("issuer {} does not exist", request.issuer),
+            },
+            Some(issuer) => {
+                let signers = self.signers.clone();
+                let kek = self.kek.clone();
+                let req = request.clone();
+                let signed = tokio::task::spawn_blocking(move || {
+                    sign(&req, &issuer, &signers, kek.as_deref(), now_ms())
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+                match signed {
+                    Signed::Done(done) => Command::CompleteIssuance(done),
+                    Signed::Refused(error) => {
+                        metrics::counter!("certplane_issuance_failed_total").increment(1);
+                        Command::FailIssuance {
+                            request_id: request.id.clone(),
+                            generation: request.generation,
+                            error,
+                        }
+                    }
+                }
+            }
+        };
+        let started = std::time::Instant::now();
+        let proposal = Proposal::new(Timestamp(now_ms()), worker_principal(), command);
+        let outcome = self.node.write(proposal).await.map_err(|e| e.to_string())?;
+        metrics::histogram!("certplane_issuance_outcome_commit_seconds")
+            .record(started.elapsed().as_secs_f64());
+        match outcome.result {
+            Ok(_) => {
+                metrics::counter!("certplane_issuance_completed_total").increment(1);
+                Ok(())
+            }
+            // Stale: another leader's outcome landed first. Conflict: a serial collision, sign again.
+            Err(r) => Err(format!("outcome not applied: {}", r.message)),
+        }
+    }
+}
