@@ -281,6 +281,11 @@ async fn bad_input_is_refused_clearly_and_loses_nothing() {
             "/v1/sys/cluster/members",
             "/v1/sys/cluster/transfer-leader",
             "/v1/sys/init",
+            "/v1/certificate-requests",
+            "/v1/zones/evaluate",
+            "/v1/issuers",
+            "/v1/certificates/crt_0/renew",
+            "/v1/certificates/crt_0/revoke",
         ] {
             let resp = http
                 .post(format!("{url}{path}"))
@@ -306,6 +311,18 @@ async fn bad_input_is_refused_clearly_and_loses_nothing() {
         "/v1/certificates",
         "/v1/audit/verify",
         "/v1/sys/cluster/transfer-leader",
+        "/v1/certificates/{id}/renew",
+        "/v1/certificates/{id}/revoke",
+        "/v1/certificates/{id}/private-key",
+        "/v1/certificate-requests",
+        "/v1/certificate-requests/{id}",
+        "/v1/zones",
+        "/v1/zones/{path}",
+        "/v1/zones/{path}/evaluate",
+        "/v1/issuers",
+        "/v1/issuers/{name}",
+        "/v1/issuers/{name}/crl",
+        "/v1/issuers/{name}/issued",
     ] {
         assert!(doc["paths"][path].is_object(), "openapi lacks {path}");
     }

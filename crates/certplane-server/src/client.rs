@@ -95,10 +95,19 @@ impl ApiClient {
             .as_str()
             .unwrap_or("http_error")
             .to_string();
-        let message = body["error"]["message"]
+        let mut message = body["error"]["message"]
             .as_str()
             .unwrap_or("the server returned an error")
             .to_string();
+        // Policy violations and lock conflicts: one line each, with the zone that set the rule.
+        for d in body["error"]["details"].as_array().into_iter().flatten() {
+            if let (Some(rule), Some(text)) = (d["rule"].as_str(), d["message"].as_str()) {
+                message.push_str(&format!(
+                    "\n  {rule} (set by {}): {text}",
+                    d["zone"].as_str().unwrap_or("?")
+                ));
+            }
+        }
         Err(ClientError {
             status: Some(status),
             code,

@@ -102,11 +102,7 @@ impl From<Rejection> for ApiError {
             RejectCode::InvalidArgument => StatusCode::BAD_REQUEST,
             RejectCode::PolicyViolation => StatusCode::UNPROCESSABLE_ENTITY,
         };
-        let message = match &r.object_id {
-            Some(id) => format!("{} (id {id})", r.message),
-            None => r.message,
-        };
-        let mut e = ApiError::new(status, r.code.as_str(), message).with_details(
+        let mut e = ApiError::new(status, r.code.as_str(), r.message).with_details(
             r.violations
                 .iter()
                 .map(|v| serde_json::to_value(v).unwrap_or_default())
