@@ -135,4 +135,7 @@ pub struct RequestRecord {
     /// Bumped on every state change; outcomes name the generation they answer.
     pub generation: u64,
     pub revision: u64,
+    /// The log index at which the request was approved: its place in the issuance queue.
+    #[serde(default)]
+    pub queued_at: u64,
 }

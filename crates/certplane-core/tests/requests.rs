@@ -353,10 +353,13 @@ fn keys_of(store: &MemStore, ks: Keyspace, prefix: &[u8]) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// The request ids in the issuance queue, in queue order.
 fn queue(store: &MemStore) -> Vec<String> {
-    keys_of(store, Keyspace::IssuanceQueue, b"")
+    store
+        .scan(Keyspace::IssuanceQueue, b"", b"", usize::MAX)
+        .unwrap()
         .into_iter()
-        .map(|k| String::from_utf8(k).unwrap())
+        .map(|(_, v)| String::from_utf8(v).unwrap())
         .collect()
 }
 

@@ -22,7 +22,9 @@ mod requests;
 mod zones;
 
 pub use issuers::get_issuer;
-pub use requests::{evaluate_request, get_request, request_index_key, ISSUANCE_WORKER};
+pub use requests::{
+    evaluate_request, get_request, issuance_queue_key, request_index_key, ISSUANCE_WORKER,
+};
 
 /// Where the entry sits in the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

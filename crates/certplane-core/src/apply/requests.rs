@@ -46,6 +46,15 @@ fn request_index_entries(record: &RequestRecord) -> Vec<Vec<u8>> {
     entries
 }
 
+/// Issuance-queue key: the log index at which the request was approved (8 bytes, big-endian), then
+/// its id. New intents sort after older ones, so the leader's worker reads only what is new since its
+/// last pass instead of walking past every completed (deleted) entry again.
+pub fn issuance_queue_key(queued_at: u64, id: &str) -> Vec<u8> {
+    let mut key = queued_at.to_be_bytes().to_vec();
+    key.extend_from_slice(id.as_bytes());
+    key
+}
+
 fn write_request(store: &mut impl StateStore, record: &RequestRecord) {
     store.put(
         Keyspace::Requests,
@@ -55,10 +64,11 @@ fn write_request(store: &mut impl StateStore, record: &RequestRecord) {
     for key in request_index_entries(record) {
         store.put(Keyspace::RequestIndex, &key, b"");
     }
+    let queue_key = issuance_queue_key(record.queued_at, &record.id);
     if record.state == RequestState::Approved {
-        store.put(Keyspace::IssuanceQueue, record.id.as_bytes(), b"");
+        store.put(Keyspace::IssuanceQueue, &queue_key, record.id.as_bytes());
     } else {
-        store.delete(Keyspace::IssuanceQueue, record.id.as_bytes());
+        store.delete(Keyspace::IssuanceQueue, &queue_key);
     }
 }
 
@@ -185,6 +195,11 @@ pub(super) fn submit_request(
         error: None,
         generation: 1,
         revision: entry.index,
+        queued_at: if state == RequestState::Approved {
+            entry.index
+        } else {
+            0
+        },
     };
     write_request(store, &record);
     if state == RequestState::Rejected {

@@ -23,7 +23,9 @@
 //! request's lists are bounded by intake. A panic inside the CEL library is caught and reported as a
 //! failed rule rather than stopping the node.
 
+use std::collections::HashMap;
 use std::panic::{self, AssertUnwindSafe};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use serde::{Deserialize, Serialize};
 
@@ -90,7 +92,7 @@ impl Rule {
 
     /// Evaluate against a request: `Ok(())` when the rule passes, else the reason it did not.
     pub fn eval(&self, request: &CelRequest<'_>) -> Result<(), String> {
-        let program = compile(&self.expression)?;
+        let program = compiled(&self.expression)?;
         let value =
             cel::to_value(request).map_err(|e| format!("cannot present the request: {e}"))?;
         let result = panic::catch_unwind(AssertUnwindSafe(|| {
@@ -113,6 +115,27 @@ impl Rule {
             )),
         }
     }
+}
+
+/// Most compiled expressions kept; the cache is emptied when it fills (zones hold few rules).
+const CACHE_ENTRIES: usize = 256;
+
+/// Parsing is the larger part of a rule's cost and a pure function of the text, so every node keeps
+/// the programs it compiled. The cache changes no verdict: a miss compiles the same program again.
+fn compiled(expression: &str) -> Result<Arc<cel::Program>, String> {
+    static CACHE: OnceLock<Mutex<HashMap<String, Arc<cel::Program>>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
+    if let Some(program) = cache.lock().ok().and_then(|c| c.get(expression).cloned()) {
+        return Ok(program);
+    }
+    let program = Arc::new(compile(expression)?);
+    if let Ok(mut c) = cache.lock() {
+        if c.len() >= CACHE_ENTRIES {
+            c.clear();
+        }
+        c.insert(expression.to_string(), program.clone());
+    }
+    Ok(program)
 }
 
 /// Compile an expression after the bounds checks.

@@ -431,7 +431,7 @@ pub async fn submit(
 /// Follow the local state machine until the request is final or pending approval, or `wait` passes.
 async fn wait_for_progress(
     state: &AppState,
-    mut record: RequestRecord,
+    record: RequestRecord,
     wait: Duration,
 ) -> RequestRecord {
     if wait.is_zero() {
@@ -443,16 +443,29 @@ async fn wait_for_progress(
         if record.state.is_final() || record.state == RequestState::PendingApproval {
             return record;
         }
+        // Two point lookups in the state index per wake-up; the record is decoded only once it
+        // has reached a final state.
         let view = state.node.view();
-        if let Ok(Some(now)) = get_request(&view, &record.id) {
-            record = now;
-            if record.state.is_final() {
-                return record;
+        let finished = [RequestState::Issued, RequestState::Failed]
+            .iter()
+            .any(|s| {
+                let key = certplane_core::apply::request_index_key("state", s.as_str(), &record.id);
+                matches!(view.get(Keyspace::RequestIndex, &key), Ok(Some(_)))
+            });
+        if finished {
+            if let Ok(Some(now)) = get_request(&view, &record.id) {
+                return now;
             }
         }
         match tokio::time::timeout_at(deadline, applied.changed()).await {
             Ok(Ok(())) => {}
-            _ => return record,
+            // Out of time: answer with the request as it stands now.
+            _ => {
+                return get_request(&view, &record.id)
+                    .ok()
+                    .flatten()
+                    .unwrap_or(record)
+            }
         }
     }
 }

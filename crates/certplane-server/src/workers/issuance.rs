@@ -230,13 +230,29 @@ fn sign(
     }))
 }
 
+/// Where the worker's next pass over the queue starts.
+struct QueueCursor {
+    /// The queue key after the last one seen; empty means from the start.
+    next: Vec<u8>,
+    /// The term the cursor belongs to: a new leadership starts from the start of the queue.
+    term: u64,
+    /// An issuance failed and must be retried: the next full pass picks it up again.
+    retry: bool,
+    last_full_pass: std::time::Instant,
+}
+
 pub struct IssuanceWorker {
     node: Arc<RaftNode>,
     kek: Option<Arc<Kek>>,
     signers: Arc<SignerCache>,
     in_flight: Mutex<HashSet<String>>,
     permits: Arc<Semaphore>,
+    cursor: Mutex<QueueCursor>,
 }
+
+/// A full pass (from the start of the queue) at least this often, and at most this often for retries.
+const FULL_PASS_EVERY: Duration = Duration::from_secs(5);
+const RETRY_AFTER: Duration = Duration::from_millis(500);
 
 impl IssuanceWorker {
     pub fn new(node: Arc<RaftNode>, kek: Option<Arc<Kek>>, signers: Arc<SignerCache>) -> Arc<Self> {
@@ -246,6 +262,12 @@ impl IssuanceWorker {
             signers,
             in_flight: Mutex::new(HashSet::new()),
             permits: Arc::new(Semaphore::new(CONCURRENCY)),
+            cursor: Mutex::new(QueueCursor {
+                next: Vec::new(),
+                term: 0,
+                retry: false,
+                last_full_pass: std::time::Instant::now(),
+            }),
         })
     }
 
@@ -258,7 +280,12 @@ impl IssuanceWorker {
                 return;
             }
             if self.node.is_leader() {
-                self.clone().work();
+                let term = metrics.borrow_watched().current_term;
+                if self.clone().work(term) {
+                    // A full batch: there is more queued; look again at once.
+                    tokio::task::yield_now().await;
+                    continue;
+                }
             }
             tokio::select! {
                 _ = shutdown.changed() => {}
@@ -269,23 +296,49 @@ impl IssuanceWorker {
         }
     }
 
-    /// One pass over the queue: start a task for every queued request not already being signed.
-    fn work(self: Arc<Self>) {
+    /// One pass over the queue from the cursor: start a task for every queued request not already
+    /// being signed. Queue keys grow with the log index, so a pass reads only intents added since the
+    /// previous one, never the (deleted) entries behind it; a new term, a failure to retry, or a
+    /// periodic full pass starts from the beginning. Returns true when the batch was full.
+    fn work(self: Arc<Self>, term: u64) -> bool {
+        let from = {
+            let Ok(mut cursor) = self.cursor.lock() else {
+                return false;
+            };
+            let since = cursor.last_full_pass.elapsed();
+            if cursor.term != term
+                || since >= FULL_PASS_EVERY
+                || (cursor.retry && since >= RETRY_AFTER)
+            {
+                cursor.next.clear();
+                cursor.term = term;
+                cursor.retry = false;
+                cursor.last_full_pass = std::time::Instant::now();
+            }
+            cursor.next.clone()
+        };
         let view = self.node.view();
-        let queued = match view.scan(Keyspace::IssuanceQueue, b"", b"", SCAN_LIMIT) {
+        let queued = match view.scan(Keyspace::IssuanceQueue, &from, b"", SCAN_LIMIT) {
             Ok(q) => q,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the issuance queue");
-                return;
+                return false;
             }
         };
-        for (key, _) in queued {
-            let Ok(id) = String::from_utf8(key) else {
+        let full = queued.len() >= SCAN_LIMIT;
+        if let Some((last, _)) = queued.last() {
+            if let Ok(mut cursor) = self.cursor.lock() {
+                cursor.next = last.clone();
+                cursor.next.push(0);
+            }
+        }
+        for (_, value) in queued {
+            let Ok(id) = String::from_utf8(value) else {
                 continue;
             };
             {
                 let Ok(mut in_flight) = self.in_flight.lock() else {
-                    return;
+                    return false;
                 };
                 if !in_flight.insert(id.clone()) {
                     continue;
@@ -296,12 +349,16 @@ impl IssuanceWorker {
                 let result = worker.issue_one(&id).await;
                 if let Err(e) = result {
                     tracing::debug!(request = %id, error = %e, "issuance will be retried");
+                    if let Ok(mut cursor) = worker.cursor.lock() {
+                        cursor.retry = true;
+                    }
                 }
                 if let Ok(mut in_flight) = worker.in_flight.lock() {
                     in_flight.remove(&id);
                 }
             });
         }
+        full
     }
 
     async fn issue_one(&self, id: &str) -> Result<(), String> {
