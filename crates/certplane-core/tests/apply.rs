@@ -9,35 +9,15 @@ use certplane_core::query::{
     list_audit, list_certificates, AuditFilter, CertificateFilter, StatusFilter,
 };
 use certplane_core::{
-    apply, Applied, CertificateDetails, Command, EntryContext, ImportCertificate, Keyspace,
-    MemStore, Outcome, Principal, Proposal, RejectCode, Role, StateRead, StateStore, Timestamp,
-    TokenRecord,
+    Applied, CertificateDetails, Command, ImportCertificate, Keyspace, Outcome, Principal,
+    Proposal, RejectCode, Role, StateRead, StateStore, Timestamp,
 };
 use proptest::prelude::*;
 
+mod support;
+use support::{admin, root_token, Log};
+
 const DAY: i64 = 86_400_000;
-
-fn admin() -> Principal {
-    Principal {
-        id: "tok_root".into(),
-        name: "root".into(),
-        roles: vec![Role::Admin],
-        zones: vec![],
-    }
-}
-
-fn root_token() -> TokenRecord {
-    TokenRecord {
-        id: "tok_root".into(),
-        name: "root".into(),
-        secret_sha256: "ab".repeat(32),
-        roles: vec![Role::Admin],
-        zones: vec![],
-        created_at: Timestamp(1),
-        created_by: "system:init".into(),
-        revoked_at: None,
-    }
-}
 
 fn details(n: u32, not_after: i64) -> CertificateDetails {
     CertificateDetails {
@@ -73,55 +53,9 @@ fn import(n: u32, not_after: i64, owner: &str, zone: &str) -> Command {
     }))
 }
 
-/// A tiny log: applies proposals with increasing indexes, as the Raft adapter would.
-struct Log {
-    store: MemStore,
-    next: u64,
-}
-
 impl Log {
-    fn new() -> Self {
-        Log {
-            store: MemStore::new(),
-            next: 1,
-        }
-    }
-
     fn initialized() -> Self {
-        let mut log = Log::new();
-        let out = log.propose(
-            Principal::bootstrap(),
-            Command::Initialize {
-                root_token: root_token(),
-                builtin_issuer: None,
-            },
-        );
-        assert!(out.result.is_ok());
-        log
-    }
-
-    fn propose(&mut self, actor: Principal, command: Command) -> Outcome {
-        self.propose_full(Proposal::new(
-            Timestamp(self.next as i64 * 1000),
-            actor,
-            command,
-        ))
-    }
-
-    fn propose_full(&mut self, proposal: Proposal) -> Outcome {
-        // Round-trip through the log encoding, as every follower does.
-        let decoded = Proposal::decode(&proposal.encode()).expect("decodes");
-        let out = apply(
-            &mut self.store,
-            EntryContext {
-                index: self.next,
-                term: 1,
-            },
-            &decoded,
-        )
-        .expect("applies");
-        self.next += 1;
-        out
+        Log::init(None)
     }
 }
 

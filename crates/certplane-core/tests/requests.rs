@@ -17,24 +17,18 @@ use certplane_core::request::{KeySource, KeySpec, RequestRecord, RequestSpec, Re
 use certplane_core::store::prefix_end;
 use certplane_core::zone::{get_zone, history_key, ZoneRecord};
 use certplane_core::{
-    apply, Applied, CertificateDetails, CertificateRecord, CertificateStatus, Command,
-    EncryptedKey, EntryContext, ImportCertificate, Keyspace, MemStore, Outcome, Principal,
-    Proposal, RejectCode, Rejection, Role, StateRead, Timestamp, TokenRecord,
+    Applied, CertificateDetails, CertificateRecord, CertificateStatus, Command, EncryptedKey,
+    ImportCertificate, Keyspace, MemStore, Outcome, Principal, Proposal, RejectCode, Rejection,
+    Role, StateRead, Timestamp,
 };
 use proptest::prelude::*;
+
+mod support;
+use support::{admin, Log};
 
 // ---------------------------------------------------------------------------------------------------
 // Harness
 // ---------------------------------------------------------------------------------------------------
-
-fn admin() -> Principal {
-    Principal {
-        id: "tok_root".into(),
-        name: "root".into(),
-        roles: vec![Role::Admin],
-        zones: vec![],
-    }
-}
 
 fn who(id: &str, roles: &[Role], zones: &[&str]) -> Principal {
     Principal {
@@ -52,19 +46,6 @@ fn worker() -> Principal {
         name: "issuance worker".into(),
         roles: vec![Role::Admin],
         zones: vec![],
-    }
-}
-
-fn root_token() -> TokenRecord {
-    TokenRecord {
-        id: "tok_root".into(),
-        name: "root".into(),
-        secret_sha256: "ab".repeat(32),
-        roles: vec![Role::Admin],
-        zones: vec![],
-        created_at: Timestamp(1),
-        created_by: "system:init".into(),
-        revoked_at: None,
     }
 }
 
@@ -216,64 +197,10 @@ fn revoke(id: &str, reason: RevocationReason) -> Command {
     }
 }
 
-/// A tiny log: applies proposals with increasing indexes, as the Raft adapter would.
-struct Log {
-    store: MemStore,
-    next: u64,
-}
-
 impl Log {
-    fn new() -> Self {
-        Log {
-            store: MemStore::new(),
-            next: 1,
-        }
-    }
-
-    fn init(builtin_issuer: Option<IssuerRecord>) -> Self {
-        let mut log = Log::new();
-        let out = log.propose(
-            Principal::bootstrap(),
-            Command::Initialize {
-                root_token: root_token(),
-                builtin_issuer: builtin_issuer.map(Box::new),
-            },
-        );
-        assert!(out.result.is_ok(), "{out:?}");
-        log
-    }
-
     /// Initialised with the built-in issuer `builtin`.
     fn initialized() -> Self {
         Log::init(Some(issuer("builtin")))
-    }
-
-    fn now(&self) -> Timestamp {
-        Timestamp(self.next as i64 * 1000)
-    }
-
-    fn propose(&mut self, actor: Principal, command: Command) -> Outcome {
-        self.propose_full(Proposal::new(self.now(), actor, command))
-    }
-
-    fn propose_full(&mut self, proposal: Proposal) -> Outcome {
-        // Round-trip through the log encoding, as every follower does.
-        let decoded = Proposal::decode(&proposal.encode()).expect("decodes");
-        assert_eq!(decoded, proposal, "the log encoding is lossless");
-        let out = apply(
-            &mut self.store,
-            EntryContext {
-                index: self.next,
-                term: 1,
-            },
-            &decoded,
-        )
-        .expect("applies");
-        if !out.replayed {
-            assert_eq!(out.index, self.next);
-        }
-        self.next += 1;
-        out
     }
 
     /// Propose as admin and expect success.
