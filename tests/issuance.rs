@@ -726,6 +726,151 @@ async fn retries_renew_revoke_crl_and_key_export() {
     cluster.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_imported_internal_ca_issues_where_policy_allows_it() {
+    let Issuing { cluster, _kek_dir } = start().await;
+    let ca_dir = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../certplane-pki/src/testdata/ca"
+    );
+    let cert_pem = std::fs::read_to_string(format!("{ca_dir}/openssl-rsa3072-ca.pem")).unwrap();
+    let key_pem =
+        std::fs::read_to_string(format!("{ca_dir}/openssl-rsa3072-ca-pkcs1.key")).unwrap();
+    let body = json!({ "name": "internal", "cert_pem": cert_pem, "key_pem": key_pem });
+    let (s, v) = send(
+        &cluster,
+        2,
+        reqwest::Method::POST,
+        "/v1/issuers",
+        Some(&body),
+        None,
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["imported"], true);
+    assert!(v.get("key").is_none(), "no key material in the answer");
+    let (s, v) = send(
+        &cluster,
+        3,
+        reqwest::Method::POST,
+        "/v1/issuers",
+        Some(&body),
+        None,
+    )
+    .await;
+    assert_eq!(s, 409, "{v}");
+    let bad = json!({ "name": "broken", "cert_pem": cert_pem, "key_pem": csr("ec-p256.csr") });
+    let (s, _) = send(
+        &cluster,
+        1,
+        reqwest::Method::POST,
+        "/v1/issuers",
+        Some(&bad),
+        None,
+    )
+    .await;
+    assert_eq!(s, 400);
+
+    // /internal may only use the imported CA (its default); the root zone keeps the built-in one.
+    let (s, v) = put_zone(
+        &cluster,
+        "/internal",
+        json!({
+            "allowed_issuers": { "value": ["internal"], "locked": true },
+            "default_issuer": { "value": "internal" }
+        }),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = send(&cluster, 1, reqwest::Method::POST, "/v1/certificate-requests",
+        Some(&json!({ "zone": "/internal", "sans": ["db.internal.example.test"], "key": { "type": "rsa", "bits": 2048 } })), None).await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["issuer"], "internal");
+    let chain = v["certificate"]["chain_pem"].as_str().unwrap();
+    let blocks = pem_blocks(chain);
+    assert_eq!(blocks.len(), 2, "leaf and the imported CA");
+    {
+        use rustls_pki_types::{CertificateDer, UnixTime};
+        let anchor_der = CertificateDer::from(blocks[1].clone());
+        let anchor = webpki::anchor_from_trusted_cert(&anchor_der).expect("anchor");
+        let leaf = CertificateDer::from(blocks[0].clone());
+        webpki::EndEntityCert::try_from(&leaf)
+            .expect("leaf")
+            .verify_for_usage(
+                webpki::ALL_VERIFICATION_ALGS,
+                &[anchor],
+                &[],
+                UnixTime::now(),
+                webpki::KeyUsage::server_auth(),
+                None,
+                None,
+            )
+            .expect("issued by the imported CA");
+    }
+    let (s, v) = send(&cluster, 1, reqwest::Method::POST, "/v1/certificate-requests",
+        Some(&json!({ "zone": "/internal", "sans": ["x.internal.example.test"], "issuer": "builtin" })), None).await;
+    assert_eq!(s, 422, "{v}");
+    assert_eq!(v["error"]["details"][0]["rule"], "allowed_issuers");
+    assert_eq!(v["error"]["details"][0]["zone"], "/internal");
+    let (s, v) = send(
+        &cluster,
+        1,
+        reqwest::Method::POST,
+        "/v1/certificate-requests",
+        Some(&json!({ "zone": "/", "sans": ["y.example.test"] })),
+        None,
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["issuer"], "builtin");
+
+    // Every policy version stays readable.
+    let (s, v) = put_zone(
+        &cluster,
+        "/internal",
+        json!({
+            "allowed_issuers": { "value": ["internal"], "locked": true },
+            "default_issuer": { "value": "internal" },
+            "max_validity": { "value": "30d" }
+        }),
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert_eq!(v["version"], 2);
+    let (s, v1) = send(
+        &cluster,
+        2,
+        reqwest::Method::GET,
+        "/v1/zones/internal?version=1",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert!(v1["policy"].get("max_validity").is_none(), "{v1}");
+    let (s, _) = send(
+        &cluster,
+        2,
+        reqwest::Method::GET,
+        "/v1/zones/internal?version=9",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(s, 404);
+    let (_, audit) = send(
+        &cluster,
+        1,
+        reqwest::Method::GET,
+        "/v1/audit?action=zone.put",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(audit["items"].as_array().unwrap().len(), 2, "{audit}");
+    cluster.shutdown().await;
+}
+
 /// PKCS#8 `PrivateKeyInfo` prefix of every EC key: version 0, id-ecPublicKey.
 const PKCS8_EC_PREFIX: &[u8] = &[
     0x02, 0x01, 0x00, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01,

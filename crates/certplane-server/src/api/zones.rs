@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use super::certificates::{normalize_zone, read_barrier, require_any};
 use super::error::{ApiError, ApiResult};
-use super::extract::{request_hash, ApiJson, Auth, Consistency, IdempotencyKey};
+use super::extract::{request_hash, ApiJson, ApiQuery, Auth, Consistency, IdempotencyKey};
 use super::openapi::ErrorResponse;
 use super::requests::{intake, RequestBody};
 use super::view::rfc3339;
@@ -88,6 +88,15 @@ pub struct EvaluateView {
     pub warnings: Vec<String>,
 }
 
+#[derive(Debug, Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ZoneQuery {
+    /// An earlier version of the zone's policy (every version is kept).
+    pub version: Option<u64>,
+    pub consistency: Option<String>,
+}
+
 enum Target {
     Zone(String),
     Effective(String),
@@ -141,17 +150,36 @@ pub async fn list(
     Ok(Json(zones))
 }
 
-#[utoipa::path(get, path = "/v1/zones/{path}", tag = "zones", security(("bearer" = [])), params(("path" = String, Path, description = "Zone path without the leading slash; `%2F` for the root; append `/effective` for the merged policy")), responses((status = 200, description = "The zone (ZoneView), or with `/effective` the merged policy (EffectiveView)", body = ZoneView), (status = 404, description = "No such zone", body = ErrorResponse), (status = 400, description = "Not a zone path", body = ErrorResponse), (status = 401, description = "Missing or invalid token", body = ErrorResponse), (status = 503, description = "No leader or node unavailable; retry", body = ErrorResponse)))]
+#[utoipa::path(get, path = "/v1/zones/{path}", tag = "zones", security(("bearer" = [])), params(("path" = String, Path, description = "Zone path without the leading slash; `%2F` for the root; append `/effective` for the merged policy"), ZoneQuery), responses((status = 200, description = "The zone (ZoneView), an earlier version with `?version=N`, or with `/effective` the merged policy (EffectiveView)", body = ZoneView), (status = 404, description = "No such zone", body = ErrorResponse), (status = 400, description = "Not a zone path", body = ErrorResponse), (status = 401, description = "Missing or invalid token", body = ErrorResponse), (status = 503, description = "No leader or node unavailable; retry", body = ErrorResponse)))]
 pub async fn get(
     State(state): State<AppState>,
     Auth(_p): Auth,
     consistency: Consistency,
     Path(raw): Path<String>,
+    ApiQuery(q): ApiQuery<ZoneQuery>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let target = target(&raw)?;
     read_barrier(&state, consistency).await?;
     let value = match target {
-        Target::Zone(path) => serde_json::to_value(ZoneView::from(load_zone(&state, path).await?)),
+        Target::Zone(path) => match q.version {
+            None => serde_json::to_value(ZoneView::from(load_zone(&state, path).await?)),
+            Some(version) => {
+                let view = state.node.view();
+                let key = zone::history_key(&path, version);
+                let found = blocking(move || {
+                    view.get(Keyspace::ZoneHistory, &key)
+                        .map_err(|e| ApiError::unavailable(e.to_string()))?
+                        .map(|b| certplane_core::keys::decode_record::<ZoneRecord>("zone", &b))
+                        .transpose()
+                        .map_err(|e| ApiError::unavailable(e.to_string()))
+                })
+                .await?
+                .ok_or_else(|| {
+                    ApiError::not_found(format!("zone {path} has no version {version}"))
+                })?;
+                serde_json::to_value(ZoneView::from(found))
+            }
+        },
         Target::Effective(path) => {
             load_zone(&state, path.clone()).await?;
             let view = state.node.view();
