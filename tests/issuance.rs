@@ -262,7 +262,7 @@ async fn policy_inheritance_and_issuance_through_followers() {
         &cluster,
         3,
         reqwest::Method::POST,
-        "/v1/certificate-requests",
+        "/v1/certificate-requests?wait=30s",
         Some(&bad),
         None,
     )
@@ -296,7 +296,7 @@ async fn policy_inheritance_and_issuance_through_followers() {
         &cluster,
         follower,
         reqwest::Method::POST,
-        "/v1/certificate-requests",
+        "/v1/certificate-requests?wait=30s",
         Some(&good),
         None,
     )
@@ -324,7 +324,7 @@ async fn policy_inheritance_and_issuance_through_followers() {
         &cluster,
         1,
         reqwest::Method::POST,
-        "/v1/certificate-requests",
+        "/v1/certificate-requests?wait=30s",
         Some(&request("/prod/payments", &["b.payments.example.test"])),
         None,
     )
@@ -374,7 +374,7 @@ async fn security_cases_are_refused_or_neutralised() {
                 cluster,
                 2,
                 reqwest::Method::POST,
-                "/v1/certificate-requests",
+                "/v1/certificate-requests?wait=30s",
                 Some(&body),
                 None,
             )
@@ -500,7 +500,10 @@ async fn retries_renew_revoke_crl_and_key_export() {
     let mut tasks = Vec::new();
     for i in 0..10u64 {
         let http = cluster.http.clone();
-        let url = format!("{}/v1/certificate-requests", cluster.node(i % 3 + 1).url());
+        let url = format!(
+            "{}/v1/certificate-requests?wait=30s",
+            cluster.node(i % 3 + 1).url()
+        );
         let token = cluster.token.clone();
         let body = body.clone();
         tasks.push(tokio::spawn(async move {
@@ -589,7 +592,7 @@ async fn retries_renew_revoke_crl_and_key_export() {
         &cluster,
         3,
         reqwest::Method::POST,
-        &format!("/v1/certificates/{cert_id}/renew"),
+        &format!("/v1/certificates/{cert_id}/renew?wait=30s"),
         None,
         Some("renew-1"),
     )
@@ -613,7 +616,7 @@ async fn retries_renew_revoke_crl_and_key_export() {
         &cluster,
         1,
         reqwest::Method::POST,
-        &format!("/v1/certificates/{cert_id}/renew"),
+        &format!("/v1/certificates/{cert_id}/renew?wait=30s"),
         None,
         None,
     )
@@ -782,7 +785,7 @@ async fn an_imported_internal_ca_issues_where_policy_allows_it() {
     )
     .await;
     assert_eq!(s, 200, "{v}");
-    let (s, v) = send(&cluster, 1, reqwest::Method::POST, "/v1/certificate-requests",
+    let (s, v) = send(&cluster, 1, reqwest::Method::POST, "/v1/certificate-requests?wait=30s",
         Some(&json!({ "zone": "/internal", "sans": ["db.internal.example.test"], "key": { "type": "rsa", "bits": 2048 } })), None).await;
     assert_eq!(s, 201, "{v}");
     assert_eq!(v["issuer"], "internal");
@@ -807,7 +810,7 @@ async fn an_imported_internal_ca_issues_where_policy_allows_it() {
             )
             .expect("issued by the imported CA");
     }
-    let (s, v) = send(&cluster, 1, reqwest::Method::POST, "/v1/certificate-requests",
+    let (s, v) = send(&cluster, 1, reqwest::Method::POST, "/v1/certificate-requests?wait=30s",
         Some(&json!({ "zone": "/internal", "sans": ["x.internal.example.test"], "issuer": "builtin" })), None).await;
     assert_eq!(s, 422, "{v}");
     assert_eq!(v["error"]["details"][0]["rule"], "allowed_issuers");
@@ -816,7 +819,7 @@ async fn an_imported_internal_ca_issues_where_policy_allows_it() {
         &cluster,
         1,
         reqwest::Method::POST,
-        "/v1/certificate-requests",
+        "/v1/certificate-requests?wait=30s",
         Some(&json!({ "zone": "/", "sans": ["y.example.test"] })),
         None,
     )
