@@ -420,6 +420,7 @@ pub async fn renew(
             ApiError::bad_request("malformed_json", format!("the body is not a renewal: {e}"))
         })?
     };
+    read_barrier(&state, Consistency::Linearizable).await?;
     let record = load_certificate(&state, &id).await?;
     // Start from the original request when certplane issued the certificate, else from the
     // certificate itself (an imported certificate is renewed through a certplane issuer).
@@ -563,6 +564,8 @@ pub async fn private_key(
             )))
         }
     }
+    // The export committed on the leader; this node reads the record once it has caught up.
+    state.node.read_barrier().await?;
     let record = load_certificate(&state, &id).await?;
     let sealed = record
         .private_key

@@ -207,6 +207,7 @@ pub async fn import(
         })
         .unwrap_or_default();
     let record = issuer_record(&body.name, &ca, &[], &rest, &kek, true, &principal)?;
+    let view = IssuerView::from(record.clone());
     let proposal = Proposal::new(
         Timestamp(now_ms()),
         principal,
@@ -214,10 +215,8 @@ pub async fn import(
     );
     let outcome = state.node.write(proposal).await?;
     match outcome.result.map_err(ApiError::from)? {
-        Applied::IssuerCreated { name } => Ok((
-            StatusCode::CREATED,
-            Json(IssuerView::from(load_issuer(&state, &name).await?)),
-        )),
+        // The record as committed (this node may not have applied it yet).
+        Applied::IssuerCreated { .. } => Ok((StatusCode::CREATED, Json(view))),
         other => Err(ApiError::unavailable(format!(
             "unexpected outcome {other:?}"
         ))),
@@ -340,9 +339,10 @@ fn revocations(view: &impl StateRead, issuer: &str) -> ApiResult<Vec<RevocationR
     }
 }
 
-#[utoipa::path(get, path = "/v1/issuers/{name}/crl", tag = "issuers", params(("name" = String, Path), ("format" = Option<String>, Query, description = "`der` (default, application/pkix-crl) or `pem`")), responses((status = 200, description = "The issuer's current CRL"), (status = 404, description = "Unknown issuer", body = ErrorResponse), (status = 503, description = "This node cannot sign (no key-encryption key) or no leader", body = ErrorResponse)))]
+#[utoipa::path(get, path = "/v1/issuers/{name}/crl", tag = "issuers", params(("name" = String, Path), ("format" = Option<String>, Query, description = "`der` (default, application/pkix-crl) or `pem`"), ("consistency" = Option<String>, Query, description = "`stale` serves this node's state without asking the leader")), responses((status = 200, description = "The issuer's current CRL"), (status = 404, description = "Unknown issuer", body = ErrorResponse), (status = 503, description = "This node cannot sign (no key-encryption key) or no leader", body = ErrorResponse)))]
 pub async fn crl(
     State(state): State<AppState>,
+    consistency: Consistency,
     Path(name): Path<String>,
     ApiQuery(q): ApiQuery<CrlQuery>,
 ) -> ApiResult<Response> {
@@ -356,8 +356,10 @@ pub async fn crl(
             ))
         }
     };
-    // CRLs are public (relying parties fetch them without a token), so they are served from the
-    // local state; a follower is at most a replication round behind.
+    // CRLs are public (relying parties fetch them without a token). Read after a read barrier like
+    // every other read, so a revocation acknowledged anywhere is on the next CRL fetched anywhere;
+    // `?consistency=stale` serves the local state.
+    super::certificates::read_barrier(&state, consistency).await?;
     let issuer = load_issuer(&state, &name).await?;
     let view = state.node.view();
     let lookup = issuer.name.clone();
