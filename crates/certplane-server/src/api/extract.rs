@@ -84,11 +84,22 @@ impl FromRequestParts<AppState> for Auth {
             .ok_or_else(|| {
                 ApiError::unauthorized("the Authorization header must be `Bearer <token>`")
             })?;
-        let token =
-            certplane_core::apply::token_by_secret_hash(&state.node.view(), &hash_secret(secret))
-                .map_err(|e| ApiError::unavailable(format!("cannot read tokens: {e}")))?
-                .filter(|t| t.revoked_at.is_none())
-                .ok_or_else(|| ApiError::unauthorized("the bearer token is not valid"))?;
+        let hash = hash_secret(secret);
+        let lookup = || {
+            certplane_core::apply::token_by_secret_hash(&state.node.view(), &hash)
+                .map_err(|e| ApiError::unavailable(format!("cannot read tokens: {e}")))
+        };
+        let mut token = lookup()?;
+        if token.is_none() {
+            // A token created a moment ago may not have reached this node yet: catch up with the
+            // leader once before refusing it.
+            if state.node.read_barrier().await.is_ok() {
+                token = lookup()?;
+            }
+        }
+        let token = token
+            .filter(|t| t.revoked_at.is_none())
+            .ok_or_else(|| ApiError::unauthorized("the bearer token is not valid"))?;
         Ok(Auth(token.principal()))
     }
 }
