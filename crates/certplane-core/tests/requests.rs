@@ -691,6 +691,27 @@ fn put_zone_refuses_fields_an_ancestor_locked_naming_the_locking_zone() {
 }
 
 #[test]
+fn put_zone_refuses_more_rules_in_force_than_are_evaluated() {
+    let mut log = Log::initialized();
+    let rules = |prefix: &str| -> String {
+        let list: Vec<String> = (0..30)
+            .map(|i| format!(r#"{{"name":"{prefix}{i}","expression":"true","message":"m"}}"#))
+            .collect();
+        format!(r#"{{"rules":[{}]}}"#, list.join(","))
+    };
+    log.zone("/a", &rules("a"));
+    log.zone("/a/b", &rules("b"));
+    let r = refused(
+        &mut log,
+        admin(),
+        put("/a/b/c", policy(&rules("c")), None),
+        RejectCode::InvalidArgument,
+    );
+    assert!(r.message.contains("90 custom rules"), "{}", r.message);
+    assert!(get_zone(&log.store, "/a/b/c").unwrap().is_none());
+}
+
+#[test]
 fn put_zone_refuses_non_canonical_or_invalid_policies() {
     let mut log = Log::initialized();
     let raw = |json: &str| -> ZonePolicy { serde_json::from_str(json).unwrap() };

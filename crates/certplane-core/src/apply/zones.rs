@@ -97,7 +97,21 @@ pub(super) fn put_zone(
         .filter(|z| z.path != put.path)
         .map(|z| (z.path, z.policy))
         .collect();
-    let conflicts = policy::locked_conflicts(&policy::effective(&parent_chain), &put.policy);
+    let parent = policy::effective(&parent_chain);
+    let mut with_this = parent_chain.clone();
+    with_this.push((put.path.clone(), put.policy.clone()));
+    let rules_in_force = policy::effective(&with_this).rules.len();
+    if rules_in_force > policy::MAX_EFFECTIVE_RULES {
+        return Ok(Err(Rejection::new(
+            RejectCode::InvalidArgument,
+            format!(
+                "zone {} would have {rules_in_force} custom rules in force with its ancestors'; at most {} apply to one zone",
+                put.path,
+                policy::MAX_EFFECTIVE_RULES
+            ),
+        )));
+    }
+    let conflicts = policy::locked_conflicts(&parent, &put.policy);
     if !conflicts.is_empty() {
         let mut rejection = Rejection::new(
             RejectCode::PolicyViolation,

@@ -262,7 +262,22 @@ fn check_issuer_validity_owner_tags(
 }
 
 fn check_rules(policy: &EffectivePolicy, request: &RequestFacts, out: &mut Vec<Violation>) {
-    if policy.rules.is_empty() {
+    // A request over the SAN limit is already refused; running rules over its lists would only let
+    // it buy CPU on every node.
+    if policy.rules.is_empty() || request.sans.len() > policy.max_sans.value as usize {
+        return;
+    }
+    if policy.rules.len() > super::MAX_EFFECTIVE_RULES {
+        out.push(Violation {
+            rule: "rules".into(),
+            zone: super::BUILTIN.into(),
+            value: policy.rules.len().to_string(),
+            message: format!(
+                "{} custom rules apply to this zone, more than the {} certplane evaluates;                  remove some from this zone or its ancestors",
+                policy.rules.len(),
+                super::MAX_EFFECTIVE_RULES
+            ),
+        });
         return;
     }
     let sans: Vec<String> = request.sans.iter().map(San::to_string).collect();

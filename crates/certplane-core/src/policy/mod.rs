@@ -35,6 +35,8 @@ pub const BUILTIN: &str = "(built-in)";
 pub const MAX_LIST_ENTRIES: usize = 1000;
 /// Most custom rules one zone may define.
 pub const MAX_RULES_PER_ZONE: usize = 32;
+/// Most custom rules in force for one zone (its own and its ancestors').
+pub const MAX_EFFECTIVE_RULES: usize = 64;
 /// Longest common-name pattern.
 pub const MAX_PATTERN_CHARS: usize = 1024;
 /// Smallest RSA modulus any zone may allow.

@@ -19,8 +19,10 @@
 //!
 //! Rules run inside `apply` on every node, so they must be cheap and bounded: expressions are at most
 //! [`MAX_EXPRESSION_CHARS`] long, nest at most [`MAX_NESTING`] deep and use at most
-//! [`MAX_COMPREHENSIONS`] comprehension macros (`all`, `exists`, `exists_one`, `map`, `filter`); the
-//! request's lists are bounded by intake. A panic inside the CEL library is caught and reported as a
+//! [`MAX_COMPREHENSIONS`] comprehension macros (`all`, `exists`, `exists_one`, `map`, `filter`),
+//! never one inside another, so a rule costs at most a few passes over the request's lists; those are
+//! bounded by the zone's `max_sans` (rules are not run on a request that already exceeds it), and at
+//! most [`super::MAX_EFFECTIVE_RULES`] rules apply to one zone. A panic inside the CEL library is caught and reported as a
 //! failed rule rather than stopping the node.
 
 use std::collections::HashMap;
@@ -148,15 +150,32 @@ fn compile(expression: &str) -> Result<cel::Program, String> {
             "the expression is longer than {MAX_EXPRESSION_CHARS} characters"
         ));
     }
+    const MACROS: [&str; 5] = [".all(", ".exists(", ".exists_one(", ".map(", ".filter("];
     let mut depth = 0usize;
     let mut deepest = 0usize;
-    for c in expression.chars() {
+    let mut comprehensions = 0usize;
+    // The bracket depth inside each comprehension still open at this point.
+    let mut open: Vec<usize> = Vec::new();
+    for (i, c) in expression.char_indices() {
+        if c == '.' && MACROS.iter().any(|m| expression[i..].starts_with(m)) {
+            if !open.is_empty() {
+                // One comprehension inside another costs the product of the list sizes.
+                return Err("comprehensions (all, exists, map, ...) may not be nested".to_string());
+            }
+            comprehensions += 1;
+            open.push(depth + 1);
+        }
         match c {
             '(' | '[' | '{' => {
                 depth += 1;
                 deepest = deepest.max(depth);
             }
-            ')' | ']' | '}' => depth = depth.saturating_sub(1),
+            ')' | ']' | '}' => {
+                if open.last() == Some(&depth) {
+                    open.pop();
+                }
+                depth = depth.saturating_sub(1);
+            }
             _ => {}
         }
     }
@@ -165,10 +184,6 @@ fn compile(expression: &str) -> Result<cel::Program, String> {
             "the expression nests deeper than {MAX_NESTING} levels"
         ));
     }
-    let comprehensions = ["all(", "exists(", "exists_one(", "map(", "filter("]
-        .iter()
-        .map(|m| expression.matches(&format!(".{m}")).count())
-        .sum::<usize>();
     if comprehensions > MAX_COMPREHENSIONS {
         return Err(format!(
             "the expression uses {comprehensions} comprehensions (all, exists, map, ...); at most \
@@ -252,6 +267,11 @@ mod tests {
         assert!(rule(&"1 + ".repeat(1000)).check().is_err());
         let many = "request.sans.all(a, true) && request.sans.all(b, true) && request.sans.exists(c, true)";
         assert!(rule(many).check().unwrap_err().contains("comprehensions"));
+        let nested = "request.sans.all(a, request.sans.exists(b, a == b))";
+        assert!(rule(nested).check().unwrap_err().contains("nested"));
+        let two =
+            "request.sans.all(a, a.endsWith(\".x\")) && request.dns_names.exists(b, (b == \"y\"))";
+        assert!(rule(two).check().is_ok(), "{:?}", rule(two).check());
         let mut unnamed = rule("true");
         unnamed.name = "has space".into();
         assert!(unnamed.check().is_err());

@@ -556,3 +556,40 @@ fn invalid_policies_are_refused_and_canonicalised() {
     assert!(canonical.validate().is_ok());
     assert_eq!(FIELDS.len(), 15);
 }
+
+#[test]
+fn rules_are_bounded_by_the_san_limit_and_the_rule_count() {
+    let failing = r#"{"name":"never","expression":"false","message":"no"}"#;
+    let policy = effective(&[(
+        "/".into(),
+        zone(&format!(
+            r#"{{"max_sans":{{"value":1}},"rules":[{failing}]}}"#
+        )),
+    )]);
+    // Over the SAN limit: the limit is the violation, and no rule runs on the oversized lists.
+    let over = facts(&["a.corp.example", "b.corp.example"]);
+    assert_eq!(rules_broken(&policy, &over), vec!["max_sans".to_string()]);
+    let within = facts(&["a.corp.example"]);
+    assert_eq!(
+        rules_broken(&policy, &within),
+        vec!["rule:never".to_string()]
+    );
+
+    // More rules in force than certplane evaluates: refused as a whole, naming the count.
+    let mut chain = Vec::new();
+    for z in 0..3 {
+        let rules: Vec<String> = (0..30)
+            .map(|i| format!(r#"{{"name":"r{z}-{i}","expression":"true","message":"m"}}"#))
+            .collect();
+        chain.push((
+            format!("/z{z}"),
+            zone(&format!(r#"{{"rules":[{}]}}"#, rules.join(","))),
+        ));
+    }
+    let policy = effective(&chain);
+    assert_eq!(policy.rules.len(), 90);
+    let violations = evaluate(&policy, &within);
+    assert_eq!(violations.len(), 1, "{violations:?}");
+    assert_eq!(violations[0].rule, "rules");
+    assert_eq!(violations[0].value, "90");
+}
