@@ -203,6 +203,35 @@ async fn certplane_run(cluster: &Cluster, n: usize, clients: usize, tag: &str) -
     .await
 }
 
+/// `n` sequential zone policy changes (alternating between two values, so each is a new version).
+async fn single_writes(cluster: &Cluster, n: usize) -> Run {
+    let apis: Vec<String> = cluster.nodes.iter().map(|n| n.api.clone()).collect();
+    let http = cluster.http.clone();
+    let token = cluster.token.clone();
+    let base = json!({
+        "allowed_domains": { "value": [".bench.example.com"] },
+        "rules": [{ "name": "bench-names",
+                    "expression": "request.sans.all(s, s.endsWith(\".bench.example.com\")) && request.validity_days <= 90",
+                    "message": "bench names only" }]
+    });
+    drive(n, 1, move |i, _| {
+        let api = apis[i % apis.len()].clone();
+        let http = http.clone();
+        let token = token.clone();
+        let mut policy = base.clone();
+        policy["max_sans"] = json!({ "value": 100 + (i % 2) });
+        async move {
+            http.put(format!("{api}/v1/zones/%2F"))
+                .bearer_auth(&token)
+                .json(&json!({ "policy": policy }))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        }
+    })
+    .await
+}
+
 async fn cfssl_run(cfssl: &Cfssl, n: usize, clients: usize, tag: &str) -> Run {
     let url = format!("{}/api/v1/cfssl/newcert", cfssl.url);
     let http = reqwest::Client::new();
@@ -294,8 +323,25 @@ async fn main() {
         .await
         .expect("zone");
     assert!(r.status().is_success(), "zone policy: {}", r.status());
+    // Baseline for the latency rows: one replicated, durable write (a zone policy change), one
+    // client, the same spread over nodes. An issuance is two such writes plus the signing.
+    let write = single_writes(&cluster, n.min(500)).await;
+    let line = format!(
+        "| one replicated write (baseline) | 1 | {:.0} | {:.1} | {:.1} | | |\n",
+        write.throughput,
+        ms(write.p50),
+        ms(write.p99)
+    );
+    print!("{line}");
+    report.push_str(&line);
     for (k, clients) in [1usize, 16, 64].into_iter().enumerate() {
         let r = certplane_run(&cluster, n, clients, &format!("cp-c{clients}")).await;
+        if clients == 1 {
+            report.push_str(&format!(
+                "(one client: issuance p50 = {:.1}x the baseline write's p50)\n",
+                r.p50.as_secs_f64() / write.p50.as_secs_f64().max(1e-9)
+            ));
+        }
         let vs_cfssl = cfssl_rates
             .get(k)
             .map(|c| format!("{:.2}", r.throughput / c))
