@@ -6,66 +6,33 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use common::{import_body, ms, percentile, Cluster};
+use common::{drive, import_body, ms, Cluster, Run};
 use serde_json::Value;
 
-struct Run {
-    clients: usize,
-    throughput: f64,
-    p50: Duration,
-    p99: Duration,
-}
-
+/// `clients` importers share the bodies; each is spread over every node, as a load balancer would.
 async fn run(cluster: &Cluster, bodies: Arc<Vec<Value>>, clients: usize, tag: &str) -> Run {
-    let next = Arc::new(AtomicUsize::new(0));
     let apis: Vec<String> = cluster.nodes.iter().map(|n| n.api.clone()).collect();
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for c in 0..clients {
-        let (bodies, next, apis) = (bodies.clone(), next.clone(), apis.clone());
-        let http = cluster.http.clone();
-        let token = cluster.token.clone();
-        let tag = tag.to_string();
-        tasks.push(tokio::spawn(async move {
-            let mut lat = Vec::new();
-            loop {
-                let i = next.fetch_add(1, Ordering::SeqCst);
-                if i >= bodies.len() {
-                    break;
-                }
-                // Spread clients over every node, as a load balancer would.
-                let api = &apis[c % apis.len()];
-                let t = Instant::now();
-                let r = http
-                    .post(format!("{api}/v1/certificates/import"))
-                    .bearer_auth(&token)
-                    .header("idempotency-key", format!("{tag}-{i}"))
-                    .json(&bodies[i])
-                    .send()
-                    .await;
-                if matches!(r, Ok(ref r) if r.status().is_success()) {
-                    lat.push(t.elapsed());
-                }
-            }
-            lat
-        }));
-    }
-    let mut lat = Vec::new();
-    for t in tasks {
-        lat.extend(t.await.unwrap_or_default());
-    }
-    let elapsed = started.elapsed();
-    lat.sort();
-    Run {
-        clients,
-        throughput: lat.len() as f64 / elapsed.as_secs_f64(),
-        p50: percentile(&lat, 0.5),
-        p99: percentile(&lat, 0.99),
-    }
+    let http = cluster.http.clone();
+    let token = cluster.token.clone();
+    let tag = tag.to_string();
+    let n = bodies.len();
+    drive(n, clients, move |i, c| {
+        let api = apis[c % apis.len()].clone();
+        let (http, token, bodies) = (http.clone(), token.clone(), bodies.clone());
+        let key = format!("{tag}-{i}");
+        async move {
+            http.post(format!("{api}/v1/certificates/import"))
+                .bearer_auth(&token)
+                .header("idempotency-key", key)
+                .json(&bodies[i])
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        }
+    })
+    .await
 }
 
 #[tokio::main]
@@ -99,8 +66,7 @@ async fn main() {
             }
             let ratio = r.throughput / baseline.get(k).copied().unwrap_or(r.throughput);
             let line = format!(
-                "| {nodes} | {} | {:.0} | {:.1} | {:.1} | {:.2} |\n",
-                r.clients,
+                "| {nodes} | {clients} | {:.0} | {:.1} | {:.1} | {:.2} |\n",
                 r.throughput,
                 ms(r.p50),
                 ms(r.p99),

@@ -13,60 +13,11 @@
 mod common;
 
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{free_port, ms, percentile, Cluster};
+use common::{drive, free_port, ms, Cluster, Run};
 use serde_json::{json, Value};
-
-struct Run {
-    ok: usize,
-    throughput: f64,
-    p50: Duration,
-    p99: Duration,
-}
-
-/// `clients` tasks share `n` requests; `send(i, client)` returns true when request `i` succeeded.
-async fn drive<F, Fut>(n: usize, clients: usize, send: F) -> Run
-where
-    F: Fn(usize, usize) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = bool> + Send,
-{
-    let next = Arc::new(AtomicUsize::new(0));
-    let send = Arc::new(send);
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for c in 0..clients {
-        let (next, send) = (next.clone(), send.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut lat = Vec::new();
-            loop {
-                let i = next.fetch_add(1, Ordering::SeqCst);
-                if i >= n {
-                    break;
-                }
-                let t = Instant::now();
-                if send(i, c).await {
-                    lat.push(t.elapsed());
-                }
-            }
-            lat
-        }));
-    }
-    let mut lat = Vec::new();
-    for t in tasks {
-        lat.extend(t.await.unwrap_or_default());
-    }
-    let elapsed = started.elapsed();
-    lat.sort();
-    Run {
-        ok: lat.len(),
-        throughput: lat.len() as f64 / elapsed.as_secs_f64(),
-        p50: percentile(&lat, 0.5),
-        p99: percentile(&lat, 0.99),
-    }
-}
 
 /// Keygen + sign per core for `n` certificates in total; certificates per second.
 fn raw_ceiling(ca: &certplane_pki::CaCertificate, n: usize) -> f64 {

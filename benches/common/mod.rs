@@ -4,6 +4,8 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -239,6 +241,54 @@ pub fn import_body(certs: &certplane_pki::testing::TestCa, now: i64, i: usize, t
     let cn = format!("{tag}-{i}.bench.example.com");
     let (chain, _) = certs.issue_leaf(&cn, &[&cn], now - 86_400_000, now + 30 * 86_400_000);
     json!({ "chain_pem": chain, "owner": "bench", "zone": "bench" })
+}
+
+pub struct Run {
+    pub ok: usize,
+    pub throughput: f64,
+    pub p50: Duration,
+    pub p99: Duration,
+}
+
+/// `clients` tasks share `n` requests; `send(i, client)` returns true when request `i` succeeded.
+pub async fn drive<F, Fut>(n: usize, clients: usize, send: F) -> Run
+where
+    F: Fn(usize, usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let next = Arc::new(AtomicUsize::new(0));
+    let send = Arc::new(send);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let (next, send) = (next.clone(), send.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                if i >= n {
+                    break;
+                }
+                let t = Instant::now();
+                if send(i, c).await {
+                    lat.push(t.elapsed());
+                }
+            }
+            lat
+        }));
+    }
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await.unwrap_or_default());
+    }
+    let elapsed = started.elapsed();
+    lat.sort();
+    Run {
+        ok: lat.len(),
+        throughput: lat.len() as f64 / elapsed.as_secs_f64(),
+        p50: percentile(&lat, 0.5),
+        p99: percentile(&lat, 0.99),
+    }
 }
 
 pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
