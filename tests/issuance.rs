@@ -874,6 +874,272 @@ async fn an_imported_internal_ca_issues_where_policy_allows_it() {
     cluster.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_zone_issuer_and_request_input_gets_clear_4xx() {
+    let Issuing { cluster, _kek_dir } = start().await;
+    let raw = |method: reqwest::Method, path: &str, body: &str| {
+        let req = cluster
+            .http
+            .request(method, format!("{}{path}", cluster.node(2).url()))
+            .bearer_auth(&cluster.token)
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        async move {
+            let resp = req.send().await.expect("request");
+            let status = resp.status().as_u16();
+            (status, resp.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let cases: Vec<(reqwest::Method, &str, String, u16, &str)> = vec![
+        (
+            reqwest::Method::PUT,
+            "/v1/zones/prod",
+            "{not json".into(),
+            400,
+            "malformed_json",
+        ),
+        (
+            reqwest::Method::PUT,
+            "/v1/zones/prod",
+            r#"{"policy":{"max_validty":{"value":"1d"}}}"#.into(),
+            400,
+            "malformed_json",
+        ),
+        (
+            reqwest::Method::PUT,
+            "/v1/zones/prod",
+            r#"{"policy":{"max_validity":{"value":"soon"}}}"#.into(),
+            400,
+            "malformed_json",
+        ),
+        (
+            reqwest::Method::PUT,
+            "/v1/zones/prod",
+            r#"{"policy":{"allowed_domains":{"value":["*.com"]}}}"#.into(),
+            400,
+            "invalid_policy",
+        ),
+        (
+            reqwest::Method::PUT,
+            "/v1/zones/prod",
+            format!(
+                r#"{{"policy":{{"rules":[{{"name":"x","message":"m","expression":"{}"}}]}}}}"#,
+                "1 + ".repeat(700) + "1"
+            ),
+            400,
+            "invalid_policy",
+        ),
+        (
+            reqwest::Method::PUT,
+            "/v1/zones/Bad%20Zone",
+            r#"{"policy":{}}"#.into(),
+            400,
+            "invalid_argument",
+        ),
+        (
+            reqwest::Method::PUT,
+            "/v1/zones/a/b",
+            r#"{"policy":{}}"#.into(),
+            404,
+            "not_found",
+        ),
+        (
+            reqwest::Method::PUT,
+            "/v1/zones/prod/effective",
+            r#"{"policy":{}}"#.into(),
+            400,
+            "invalid_argument",
+        ),
+        (
+            reqwest::Method::GET,
+            "/v1/zones/nowhere",
+            String::new(),
+            404,
+            "not_found",
+        ),
+        (
+            reqwest::Method::GET,
+            "/v1/zones/nowhere/effective",
+            String::new(),
+            404,
+            "not_found",
+        ),
+        (
+            reqwest::Method::POST,
+            "/v1/zones/nowhere/evaluate",
+            r#"{"sans":["a.example.test"]}"#.into(),
+            404,
+            "not_found",
+        ),
+        (
+            reqwest::Method::POST,
+            "/v1/zones/evaluate",
+            r#"{"zone":"/other","sans":["a.example.test"]}"#.into(),
+            400,
+            "invalid_argument",
+        ),
+        (
+            reqwest::Method::POST,
+            "/v1/certificate-requests",
+            r#"{"sans":["a.example.test"]}"#.into(),
+            400,
+            "invalid_argument",
+        ),
+        (
+            reqwest::Method::POST,
+            "/v1/certificate-requests",
+            r#"{"zone":"/","sans":["a.example.test"],"key":{"type":"dsa"}}"#.into(),
+            400,
+            "malformed_json",
+        ),
+        (
+            reqwest::Method::POST,
+            "/v1/certificate-requests",
+            r#"{"zone":"/","sans":["a.example.test"],"key":{"type":"rsa","bits":1000}}"#.into(),
+            400,
+            "invalid_key_spec",
+        ),
+        (
+            reqwest::Method::POST,
+            "/v1/certificate-requests",
+            r#"{"zone":"/","sans":["a.example.test"],"csr_pem":"x","key":{"type":"ed25519"}}"#
+                .into(),
+            400,
+            "invalid_argument",
+        ),
+        (
+            reqwest::Method::POST,
+            "/v1/certificate-requests",
+            r#"{"zone":"/","sans":["a.example.test"],"validity":"-5d"}"#.into(),
+            400,
+            "malformed_json",
+        ),
+        (
+            reqwest::Method::POST,
+            "/v1/certificate-requests",
+            format!(
+                r#"{{"zone":"/","sans":[{}]}}"#,
+                vec!["\"a.example.test\""; 1001].join(",")
+            ),
+            400,
+            "invalid_argument",
+        ),
+        (
+            reqwest::Method::POST,
+            "/v1/certificate-requests?wait=forever",
+            r#"{"zone":"/","sans":["a.example.test"]}"#.into(),
+            400,
+            "invalid_query",
+        ),
+        (
+            reqwest::Method::GET,
+            "/v1/certificate-requests?state=done",
+            String::new(),
+            400,
+            "invalid_query",
+        ),
+        (
+            reqwest::Method::GET,
+            "/v1/certificate-requests?cursor=zz",
+            String::new(),
+            400,
+            "invalid_query",
+        ),
+        (
+            reqwest::Method::POST,
+            "/v1/issuers",
+            r#"{"name":"Bad Name","cert_pem":"x","key_pem":"y"}"#.into(),
+            400,
+            "invalid_argument",
+        ),
+        (
+            reqwest::Method::POST,
+            "/v1/issuers",
+            r#"{"name":"ok","cert_pem":"x","key_pem":"y"}"#.into(),
+            400,
+            "invalid_certificate",
+        ),
+        (
+            reqwest::Method::GET,
+            "/v1/issuers/nobody",
+            String::new(),
+            404,
+            "not_found",
+        ),
+        (
+            reqwest::Method::GET,
+            "/v1/issuers/nobody/crl",
+            String::new(),
+            404,
+            "not_found",
+        ),
+        (
+            reqwest::Method::GET,
+            "/v1/issuers/builtin/crl?format=xml",
+            String::new(),
+            400,
+            "invalid_query",
+        ),
+        (
+            reqwest::Method::GET,
+            "/v1/issuers/builtin/issued?cursor=..",
+            String::new(),
+            400,
+            "invalid_query",
+        ),
+        (
+            reqwest::Method::POST,
+            "/v1/certificates/crt_00/renew",
+            String::new(),
+            404,
+            "not_found",
+        ),
+        (
+            reqwest::Method::POST,
+            "/v1/certificates/crt_00/renew",
+            r#"{"validity":"1d","extra":1}"#.into(),
+            400,
+            "malformed_json",
+        ),
+        (
+            reqwest::Method::POST,
+            "/v1/certificates/crt_00/revoke",
+            r#"{"reason":"keyCompromise"}"#.into(),
+            404,
+            "not_found",
+        ),
+        (
+            reqwest::Method::GET,
+            "/v1/certificates/crt_00/private-key",
+            String::new(),
+            404,
+            "not_found",
+        ),
+    ];
+    for (method, path, body, status, code) in cases {
+        let (s, v) = raw(method.clone(), path, &body).await;
+        assert_eq!(
+            (s, v["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{method} {path}: {v}"
+        );
+        assert!(!v["error"]["message"].as_str().unwrap_or("").is_empty());
+    }
+    // The node still serves, and the root zone is untouched.
+    let (s, v) = send(
+        &cluster,
+        2,
+        reqwest::Method::GET,
+        "/v1/zones/%2F",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["version"], 1);
+    cluster.shutdown().await;
+}
+
 /// PKCS#8 `PrivateKeyInfo` prefix of every EC key: version 0, id-ecPublicKey.
 const PKCS8_EC_PREFIX: &[u8] = &[
     0x02, 0x01, 0x00, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01,
