@@ -477,13 +477,17 @@ fn check_len(field: &str, len: usize) -> Result<(), PolicyError> {
     Ok(())
 }
 
-fn check_issuer_name(field: &str, name: &str) -> Result<(), PolicyError> {
-    let ok = !name.is_empty()
+/// Issuer names: 1-64 of `a-z`, `0-9`, `-`, `_`.
+pub fn is_issuer_name(name: &str) -> bool {
+    !name.is_empty()
         && name.len() <= 64
         && name
             .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
-    if ok {
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+fn check_issuer_name(field: &str, name: &str) -> Result<(), PolicyError> {
+    if is_issuer_name(name) {
         Ok(())
     } else {
         Err(PolicyError::new(

@@ -70,12 +70,7 @@ impl From<IssuerRecord> for IssuerView {
 }
 
 pub fn check_issuer_name(name: &str) -> ApiResult<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
-    if ok {
+    if certplane_core::policy::is_issuer_name(name) {
         Ok(())
     } else {
         Err(ApiError::not_found(format!("no issuer named {name:?}")))
