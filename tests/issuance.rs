@@ -622,6 +622,20 @@ async fn retries_renew_revoke_crl_and_key_export() {
     )
     .await;
     assert_eq!(s, 409, "{again}");
+    // A renewal may rotate to the requester's own key with a new CSR; names stay the certificate's.
+    let (s, rotated) = send(
+        &cluster,
+        2,
+        reqwest::Method::POST,
+        &format!("/v1/certificates/{new_id}/renew?wait=30s"),
+        Some(&json!({ "csr_pem": csr("ec-p384.csr") })),
+        None,
+    )
+    .await;
+    assert_eq!(s, 201, "{rotated}");
+    assert_eq!(rotated["key_source"], "csr");
+    assert_eq!(rotated["key_type"], "ecdsa_p384");
+    assert_eq!(rotated["sans"], json!(["idem.example.test"]));
 
     // Revoke: listed on the issuer's CRL, which verifies under the intermediate.
     let (s, revoked) = send(
@@ -692,7 +706,7 @@ async fn retries_renew_revoke_crl_and_key_export() {
     )
     .await;
     assert_eq!(issuer["revoked_count"], 1);
-    assert_eq!(issuer["issued_count"], 2);
+    assert_eq!(issuer["issued_count"], 3);
 
     // Keys are never in the clear: not in any node's files, nor in any state-machine value.
     let key_der = parsed.der().to_vec();

@@ -222,6 +222,9 @@ pub enum CertCommand {
         /// A new key type (default: the same type, a fresh key).
         #[arg(long)]
         key_type: Option<String>,
+        /// A new CSR file: rotate to a key you hold.
+        #[arg(long, conflicts_with = "key_type")]
+        csr: Option<PathBuf>,
         #[arg(long)]
         idempotency_key: Option<String>,
     },

@@ -388,6 +388,10 @@ pub struct RenewBody {
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub key: Option<certplane_core::request::KeySpec>,
+    /// A new CSR for the renewal (the requester rotates its own key); names still come from the
+    /// certificate being renewed.
+    #[serde(default)]
+    pub csr_pem: Option<String>,
 }
 
 fn key_spec_like(details: &CertificateDetails) -> certplane_core::request::KeySpec {
@@ -458,9 +462,22 @@ pub async fn renew(
             certplane_core::request::KeySource::Generate { spec } => req.key = Some(spec),
         }
     }
-    if let Some(key) = renew.key {
-        req.csr_pem = None;
-        req.key = Some(key);
+    match (renew.key, renew.csr_pem) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(
+                "invalid_argument",
+                "send either csr_pem or key for the renewal, not both",
+            ))
+        }
+        (Some(key), None) => {
+            req.csr_pem = None;
+            req.key = Some(key);
+        }
+        (None, Some(csr)) => {
+            req.key = None;
+            req.csr_pem = Some(csr);
+        }
+        (None, None) => {}
     }
     let zone = normalize_zone(&record.zone)?;
     let hash = idem

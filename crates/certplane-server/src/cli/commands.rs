@@ -220,9 +220,16 @@ pub(super) async fn cert(target: Target, command: CertCommand) -> i32 {
             id,
             validity,
             key_type,
+            csr,
             idempotency_key,
         } => {
-            return super::issuance::renew(&target, &id, validity, key_type, idempotency_key).await
+            let options = super::issuance::RenewOptions {
+                validity,
+                key_type,
+                csr,
+                idempotency_key,
+            };
+            return super::issuance::renew(&target, &id, options).await;
         }
         CertCommand::Revoke { id, reason } => {
             return super::issuance::revoke(&target, &id, &reason).await

@@ -523,19 +523,21 @@ pub async fn issuer(target: Target, command: IssuerCommand) -> i32 {
     result.map(|_| 0).unwrap_or_else(|e| fail(&e))
 }
 
+/// What `cert renew` may change.
+pub struct RenewOptions {
+    pub validity: Option<String>,
+    pub key_type: Option<String>,
+    pub csr: Option<PathBuf>,
+    pub idempotency_key: Option<String>,
+}
+
 /// `cert renew`.
-pub async fn renew(
-    target: &Target,
-    id: &str,
-    validity: Option<String>,
-    key_type: Option<String>,
-    idempotency_key: Option<String>,
-) -> i32 {
+pub async fn renew(target: &Target, id: &str, options: RenewOptions) -> i32 {
     let mut body = Map::new();
-    if let Some(v) = validity {
+    if let Some(v) = options.validity {
         body.insert("validity".into(), json!(v));
     }
-    if let Some(k) = key_type {
+    if let Some(k) = options.key_type {
         match key_spec(&k) {
             Ok(spec) => {
                 body.insert("key".into(), spec);
@@ -543,6 +545,15 @@ pub async fn renew(
             Err(e) => return local_fail(e),
         }
     }
+    if let Some(path) = &options.csr {
+        match read_file(path) {
+            Ok(pem) => {
+                body.insert("csr_pem".into(), json!(pem));
+            }
+            Err(e) => return local_fail(e),
+        }
+    }
+    let idempotency_key = options.idempotency_key;
     match client(target)
         .post(
             &format!("/v1/certificates/{id}/renew"),
