@@ -205,6 +205,30 @@ async fn cfssl_run(cfssl: &Cfssl, n: usize, clients: usize, tag: &str) -> Run {
     .await
 }
 
+/// One table row, printed and appended to the report, with a note when requests failed.
+fn row(
+    report: &mut String,
+    system: &str,
+    clients: usize,
+    r: &Run,
+    vs_cfssl: &str,
+    ceiling: f64,
+    n: usize,
+) {
+    let line = format!(
+        "| {system} | {clients} | {:.0} | {:.1} | {:.1} | {vs_cfssl} | {:.2} |\n",
+        r.throughput,
+        ms(r.p50),
+        ms(r.p99),
+        r.throughput / ceiling
+    );
+    print!("{line}");
+    report.push_str(&line);
+    if r.ok < n {
+        report.push_str(&format!("({system}: {} of {n} succeeded)\n", r.ok));
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -238,18 +262,7 @@ async fn main() {
         let Some(cfssl) = &cfssl else { break };
         let r = cfssl_run(cfssl, n, clients, &format!("cfssl-c{clients}")).await;
         cfssl_rates.push(r.throughput);
-        let line = format!(
-            "| cfssl serve | {clients} | {:.0} | {:.1} | {:.1} | 1.00 | {:.2} |\n",
-            r.throughput,
-            ms(r.p50),
-            ms(r.p99),
-            r.throughput / ceiling
-        );
-        print!("{line}");
-        report.push_str(&line);
-        if r.ok < n {
-            report.push_str(&format!("(cfssl: {} of {n} succeeded)\n", r.ok));
-        }
+        row(&mut report, "cfssl serve", clients, &r, "1.00", ceiling, n);
     }
     drop(cfssl);
     if cfssl_rates.is_empty() {
@@ -297,18 +310,15 @@ async fn main() {
             .get(k)
             .map(|c| format!("{:.2}", r.throughput / c))
             .unwrap_or_else(|| "n/a".into());
-        let line = format!(
-            "| certplane (3 nodes) | {clients} | {:.0} | {:.1} | {:.1} | {vs_cfssl} | {:.2} |\n",
-            r.throughput,
-            ms(r.p50),
-            ms(r.p99),
-            r.throughput / ceiling
+        row(
+            &mut report,
+            "certplane (3 nodes)",
+            clients,
+            &r,
+            &vs_cfssl,
+            ceiling,
+            n,
         );
-        print!("{line}");
-        report.push_str(&line);
-        if r.ok < n {
-            report.push_str(&format!("(certplane: {} of {n} issued)\n", r.ok));
-        }
     }
     println!("\n{report}");
     common::write_report("bench-issuance.md", &report);

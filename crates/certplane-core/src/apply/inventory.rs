@@ -109,13 +109,13 @@ pub(super) fn import_certificate(
     }))
 }
 
-pub(super) fn retire_certificate(
-    store: &mut impl StateStore,
-    entry: EntryContext,
+/// The certificate `id`, if it exists and the actor owns its zone; else the refusal to answer with.
+fn owned_certificate(
+    store: &impl StateStore,
     proposal: &Proposal,
     id: &str,
-) -> Result<Result<Applied, Rejection>, CoreError> {
-    let Some(mut record) = get_certificate(store, id)? else {
+) -> Result<Result<CertificateRecord, Rejection>, CoreError> {
+    let Some(record) = get_certificate(store, id)? else {
         return Ok(Err(Rejection::new(
             RejectCode::NotFound,
             format!("no certificate with id {id}"),
@@ -124,6 +124,19 @@ pub(super) fn retire_certificate(
     if let Some(rejection) = forbidden_unless(&proposal.actor, &[Role::ZoneOwner], &record.zone) {
         return Ok(Err(rejection));
     }
+    Ok(Ok(record))
+}
+
+pub(super) fn retire_certificate(
+    store: &mut impl StateStore,
+    entry: EntryContext,
+    proposal: &Proposal,
+    id: &str,
+) -> Result<Result<Applied, Rejection>, CoreError> {
+    let mut record = match owned_certificate(store, proposal, id)? {
+        Ok(record) => record,
+        Err(rejection) => return Ok(Err(rejection)),
+    };
     if record.status == CertificateStatus::Retired {
         return Ok(Ok(Applied::CertificateRetired {
             record: Box::new(record),
@@ -156,15 +169,10 @@ pub(super) fn revoke_certificate(
     id: &str,
     reason: RevocationReason,
 ) -> Result<Result<Applied, Rejection>, CoreError> {
-    let Some(mut record) = get_certificate(store, id)? else {
-        return Ok(Err(Rejection::new(
-            RejectCode::NotFound,
-            format!("no certificate with id {id}"),
-        )));
+    let mut record = match owned_certificate(store, proposal, id)? {
+        Ok(record) => record,
+        Err(rejection) => return Ok(Err(rejection)),
     };
-    if let Some(rejection) = forbidden_unless(&proposal.actor, &[Role::ZoneOwner], &record.zone) {
-        return Ok(Err(rejection));
-    }
     let Some(link) = record.issuance.clone() else {
         return Ok(Err(Rejection::new(
             RejectCode::Conflict,
@@ -231,15 +239,10 @@ pub(super) fn export_private_key(
     proposal: &Proposal,
     id: &str,
 ) -> Result<Result<Applied, Rejection>, CoreError> {
-    let Some(record) = get_certificate(store, id)? else {
-        return Ok(Err(Rejection::new(
-            RejectCode::NotFound,
-            format!("no certificate with id {id}"),
-        )));
+    let record = match owned_certificate(store, proposal, id)? {
+        Ok(record) => record,
+        Err(rejection) => return Ok(Err(rejection)),
     };
-    if let Some(rejection) = forbidden_unless(&proposal.actor, &[Role::ZoneOwner], &record.zone) {
-        return Ok(Err(rejection));
-    }
     if record.private_key.is_none() {
         return Ok(Err(Rejection::new(
             RejectCode::NotFound,
