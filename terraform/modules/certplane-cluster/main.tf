@@ -4,9 +4,11 @@ data "aws_partition" "current" {}
 
 data "aws_region" "current" {}
 
+# Indexed by position (count), not by id: the ids may be unknown until apply when the subnets are
+# created in the same configuration.
 data "aws_subnet" "private" {
-  for_each = toset(var.private_subnet_ids)
-  id       = each.value
+  count = length(var.private_subnet_ids)
+  id    = var.private_subnet_ids[count.index]
 
   lifecycle {
     postcondition {
@@ -40,9 +42,9 @@ locals {
     for i in range(local.node_count) : tostring(i + 1) => {
       id        = i + 1
       subnet_id = var.private_subnet_ids[i % local.subnet_count]
-      az        = data.aws_subnet.private[var.private_subnet_ids[i % local.subnet_count]].availability_zone
+      az        = data.aws_subnet.private[i % local.subnet_count].availability_zone
       ip = cidrhost(
-        data.aws_subnet.private[var.private_subnet_ids[i % local.subnet_count]].cidr_block,
+        data.aws_subnet.private[i % local.subnet_count].cidr_block,
         var.node_host_number + floor(i / local.subnet_count)
       )
       ami = lookup(var.node_ami_ids, tostring(i + 1), var.ami_id)
