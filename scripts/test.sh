@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
+./scripts/check-deploy.sh
 . ./scripts/env.sh
 
 cargo fmt --all --check
