@@ -68,7 +68,7 @@ resource "aws_instance" "node" {
     join_token_parameter = contains(local.initial_member_ids, each.value.id) ? "" : coalesce(var.join_token_ssm_parameter, "")
     initial_cluster      = contains(local.initial_member_ids, each.value.id) ? local.initial_cluster : ""
     join_urls = join(" ", [
-      for n in local.nodes : "http://${n.ip}:${var.api_port}" if contains(local.initial_member_ids, n.id)
+      for k, n in local.nodes : "http://${n.ip}:${var.api_port}" if k != each.key
     ])
     start_mode       = var.start_mode
     certplane_binary = var.certplane_binary_path
@@ -78,7 +78,14 @@ resource "aws_instance" "node" {
     log_filter       = var.log_filter
     systemd_unit     = file("${path.module}/../../../deploy/systemd/certplane.service")
   })
-  user_data_replace_on_change = true
+  user_data_replace_on_change = false
+
+  lifecycle {
+    # User data acts only at an instance's first boot. A change (say, to initial_member_ids)
+    # reaches each node when that instance is next replaced, one at a time, never by stopping
+    # every node at once.
+    ignore_changes = [user_data]
+  }
 
   tags = merge(local.tags, { Name = "${var.name}-node-${each.key}", "certplane:node-id" = each.key })
 

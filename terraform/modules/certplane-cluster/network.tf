@@ -126,7 +126,7 @@ resource "aws_network_interface" "node" {
 
   lifecycle {
     precondition {
-      condition     = length(local.initial_member_ids) >= 1 && alltrue([for id in local.initial_member_ids : contains(keys(local.nodes), tostring(id))])
+      condition     = alltrue([for id in local.initial_member_ids : contains(keys(local.nodes), tostring(id))])
       error_message = "initial_member_ids must name existing node ids (1..node_count)."
     }
     precondition {

@@ -217,7 +217,7 @@ variable "join_token_ssm_parameter" {
 }
 
 variable "initial_member_ids" {
-  description = "Node ids that form the cluster with --initial-cluster on their first boot. Other nodes join with the token in join_token_ssm_parameter. null means every node."
+  description = "Node ids that form the cluster with --initial-cluster when they first boot on an empty data volume; other nodes with an empty volume join the running cluster with the token in join_token_ssm_parameter. null means every node. Once the cluster has formed, set [] so that a node given a new, empty volume joins instead of bootstrapping (deploy/runbooks/lost-node.md)."
   type        = list(number)
   default     = null
 }
