@@ -304,7 +304,11 @@ async fn bad_input_is_refused_clearly_and_loses_nothing() {
     }
 
     // The OpenAPI document is served and describes the endpoints.
-    let (status, doc) = send(http.get(format!("{url}/v1/openapi.json"))).await;
+    let (status, doc) = send(
+        http.get(format!("{url}/v1/openapi.json"))
+            .bearer_auth(token),
+    )
+    .await;
     assert_eq!(status, 200);
     for path in [
         "/v1/certificates/import",

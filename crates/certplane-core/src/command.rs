@@ -96,7 +96,7 @@ pub enum Command {
     /// One-time cluster initialisation: stores the root token, creates the root zone `/` and, when
     /// the initialising node holds the key-encryption key, the built-in CA.
     Initialize {
-        root_token: TokenRecord,
+        root_token: Box<TokenRecord>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         builtin_issuer: Option<Box<IssuerRecord>>,
     },
@@ -127,6 +127,20 @@ pub enum Command {
     ExportPrivateKey {
         id: String,
     },
+    /// Create an API token or a client-certificate principal (the proposer chose the id and hashed
+    /// the secret).
+    CreateToken(Box<TokenRecord>),
+    /// Revoke a token or client-certificate principal. The last active admin on `/` cannot be
+    /// revoked.
+    RevokeToken {
+        id: String,
+    },
+    /// An approver's decision on the current stage of a pending request.
+    DecideApproval(Box<DecideApproval>),
+    /// The leader's approval worker: a pending request's approval time ran out.
+    ExpireApproval {
+        request_id: String,
+    },
     /// A no-op write used by health probes and benchmarks to measure the write path.
     Noop,
 }
@@ -145,6 +159,13 @@ impl Command {
             Command::FailIssuance { .. } => "request.failed",
             Command::RevokeCertificate { .. } => "certificate.revoke",
             Command::ExportPrivateKey { .. } => "certificate.export_key",
+            Command::CreateToken(_) => "token.create",
+            Command::RevokeToken { .. } => "token.revoke",
+            Command::DecideApproval(d) => match d.decision {
+                crate::request::Decision::Approve => "request.approve",
+                crate::request::Decision::Reject => "request.reject",
+            },
+            Command::ExpireApproval { .. } => "request.expire",
             Command::Noop => "sys.noop",
         }
     }
@@ -163,6 +184,10 @@ impl Command {
             Command::RevokeCertificate { id, .. } | Command::ExportPrivateKey { id } => {
                 format!("certificate/{id}")
             }
+            Command::CreateToken(token) => format!("token/{}", token.id),
+            Command::RevokeToken { id } => format!("token/{id}"),
+            Command::DecideApproval(d) => format!("request/{}", d.request_id),
+            Command::ExpireApproval { request_id } => format!("request/{request_id}"),
             Command::Noop => "-".into(),
         }
     }
@@ -206,6 +231,16 @@ pub struct CompleteIssuance {
     pub chain_pem: String,
     /// The generated key, sealed; `None` when the requester sent a CSR.
     pub private_key: Option<EncryptedKey>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DecideApproval {
+    pub request_id: String,
+    pub decision: crate::request::Decision,
+    pub comment: String,
+    /// When set, the decision applies only if the request is still at this generation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_generation: Option<u64>,
 }
 
 /// A deterministic refusal: every node reaches it, nothing changed but the audit log.
@@ -265,6 +300,12 @@ pub enum Applied {
     },
     KeyExportAllowed {
         id: String,
+    },
+    TokenCreated {
+        token: Box<TokenRecord>,
+    },
+    TokenRevoked {
+        token: Box<TokenRecord>,
     },
     Noop,
     /// Membership changes and blank entries: nothing for the application.

@@ -33,6 +33,6 @@ pub use command::{
     Applied, Command, ImportCertificate, Outcome, Proposal, Rejection, PROPOSAL_VERSION,
 };
 pub use error::{CoreError, RejectCode};
-pub use principal::{Principal, Role, TokenRecord};
+pub use principal::{Permission, Principal, Role, RoleBinding, TokenRecord};
 pub use store::{Keyspace, MemStore, StateRead, StateStore, StoreError};
 pub use time::Timestamp;

@@ -3,7 +3,9 @@
 //! ```text
 //!  submitted ─► rejected                      (policy said no; violations kept on the record)
 //!      │
-//!      ├──────► pending_approval              (zone policy requires approval; a later stage decides)
+//!      ├──────► pending_approval ─► rejected  (an approver said no, with the reason)
+//!      │              │          └──► expired   (nobody decided within the zone's approval_timeout)
+//!      │              ▼ (every stage approved)
 //!      ▼
 //!   approved ─► issuing ─► issued             (the leader's issuance worker signs, proposes the outcome)
 //!                    └───► failed             (the issuer refused or could not sign)
@@ -18,7 +20,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::names::San;
-use crate::policy::{KeyFacts, Span, Violation};
+use crate::policy::{ApprovalStage, KeyFacts, Span, Violation};
 use crate::time::Timestamp;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -31,10 +33,11 @@ pub enum RequestState {
     Issuing,
     Issued,
     Failed,
+    Expired,
 }
 
 impl RequestState {
-    pub const ALL: [RequestState; 7] = [
+    pub const ALL: [RequestState; 8] = [
         RequestState::Submitted,
         RequestState::Rejected,
         RequestState::PendingApproval,
@@ -42,6 +45,7 @@ impl RequestState {
         RequestState::Issuing,
         RequestState::Issued,
         RequestState::Failed,
+        RequestState::Expired,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -53,6 +57,7 @@ impl RequestState {
             RequestState::Issuing => "issuing",
             RequestState::Issued => "issued",
             RequestState::Failed => "failed",
+            RequestState::Expired => "expired",
         }
     }
 
@@ -64,7 +69,10 @@ impl RequestState {
     pub fn is_final(self) -> bool {
         matches!(
             self,
-            RequestState::Rejected | RequestState::Issued | RequestState::Failed
+            RequestState::Rejected
+                | RequestState::Issued
+                | RequestState::Failed
+                | RequestState::Expired
         )
     }
 }
@@ -138,4 +146,50 @@ pub struct RequestRecord {
     /// The log index at which the request was approved: its place in the issuance queue.
     #[serde(default)]
     pub queued_at: u64,
+    /// The approval workflow, when the zone required one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<ApprovalProgress>,
+}
+
+/// Where a request stands in its approval workflow. The stages are copied from the zone policy at
+/// submission, so a later policy change does not alter a request in flight.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApprovalProgress {
+    pub stages: Vec<ApprovalStage>,
+    /// Index of the stage now deciding; equal to `stages.len()` once every stage approved.
+    pub current: usize,
+    pub decisions: Vec<ApprovalDecision>,
+    pub expires_at: Timestamp,
+    /// Set when a renewal skipped approval because nothing changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    Approve,
+    Reject,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalDecision {
+    pub stage: usize,
+    pub stage_name: String,
+    pub by: String,
+    pub by_name: String,
+    pub decision: Decision,
+    pub comment: String,
+    pub at: Timestamp,
+}
+
+impl ApprovalProgress {
+    /// Ids of everyone who approved, in order.
+    pub fn approvers(&self) -> Vec<String> {
+        self.decisions
+            .iter()
+            .filter(|d| d.decision == Decision::Approve)
+            .map(|d| d.by.clone())
+            .collect()
+    }
 }

@@ -70,7 +70,7 @@ fn initialisation_works_once() {
     let first = log.propose(
         Principal::bootstrap(),
         Command::Initialize {
-            root_token: root_token(),
+            root_token: Box::new(root_token()),
             builtin_issuer: None,
         },
     );
@@ -78,7 +78,7 @@ fn initialisation_works_once() {
     let second = log.propose(
         Principal::bootstrap(),
         Command::Initialize {
-            root_token: root_token(),
+            root_token: Box::new(root_token()),
             builtin_issuer: None,
         },
     );
@@ -195,6 +195,7 @@ fn zone_scoped_principals_cannot_touch_other_zones() {
         name: "r".into(),
         roles: vec![Role::Requester],
         zones: vec!["payments".into()],
+        ..Principal::default()
     };
     assert!(log
         .propose(requester.clone(), import(1, DAY, "o", "payments/prod"))

@@ -8,12 +8,14 @@ use certplane_core::apply::{
 };
 use certplane_core::audit::verify_chain;
 use certplane_core::certificate::{IssuanceLink, RevocationReason};
-use certplane_core::command::{CompleteIssuance, PutZone, SubmitRequest};
+use certplane_core::command::{CompleteIssuance, DecideApproval, PutZone, SubmitRequest};
 use certplane_core::issuer::{IssuedSerial, IssuerKind, IssuerRecord, RevocationRecord};
 use certplane_core::keys::{decode_record, index_key, index_prefix, meta};
 use certplane_core::names::{normalize_san, San};
 use certplane_core::policy::{KeyFacts, KeyType, Span, ZonePolicy};
-use certplane_core::request::{KeySource, KeySpec, RequestRecord, RequestSpec, RequestState};
+use certplane_core::request::{
+    Decision, KeySource, KeySpec, RequestRecord, RequestSpec, RequestState,
+};
 use certplane_core::store::prefix_end;
 use certplane_core::zone::{get_zone, history_key, ZoneRecord};
 use certplane_core::{
@@ -36,6 +38,7 @@ fn who(id: &str, roles: &[Role], zones: &[&str]) -> Principal {
         name: id.into(),
         roles: roles.to_vec(),
         zones: zones.iter().map(|z| z.to_string()).collect(),
+        ..Principal::default()
     }
 }
 
@@ -46,6 +49,7 @@ fn worker() -> Principal {
         name: "issuance worker".into(),
         roles: vec![Role::Admin],
         zones: vec![],
+        ..Principal::default()
     }
 }
 
@@ -2008,4 +2012,374 @@ proptest! {
         prop_assert_eq!(log.store.dump(), twin.store.dump());
         prop_assert_eq!(state_digest(&log.store).unwrap(), state_digest(&twin.store).unwrap());
     }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Approval workflows
+// ---------------------------------------------------------------------------------------------------
+
+fn bound(id: &str, bindings: &[(Role, &str)], groups: &[&str]) -> Principal {
+    Principal {
+        id: id.into(),
+        name: id.into(),
+        bindings: bindings
+            .iter()
+            .map(|(r, z)| certplane_core::RoleBinding::new(*r, z))
+            .collect(),
+        groups: groups.iter().map(|g| g.to_string()).collect(),
+        ..Principal::default()
+    }
+}
+
+fn decide(id: &str, decision: Decision, comment: &str) -> Command {
+    Command::DecideApproval(Box::new(DecideApproval {
+        request_id: id.into(),
+        decision,
+        comment: comment.into(),
+        expected_generation: None,
+    }))
+}
+
+const TWO_STAGES: &str = r#"{"approval_stages":{"value":[
+    {"name":"owner","role":"zone_owner","count":1},
+    {"name":"security","group":"security","count":2}]},
+  "approval_timeout":{"value":"1h"}}"#;
+
+#[test]
+fn two_stage_approval_issues_only_after_every_stage_and_enforces_separation_of_duties() {
+    let mut log = Log::initialized();
+    log.zone("/prod", TWO_STAGES);
+    let requester = bound("tok_req", &[(Role::Requester, "/prod")], &[]);
+    let owner = bound("tok_owner", &[(Role::ZoneOwner, "/prod")], &["security"]);
+    let sec: Vec<Principal> = (1..=3)
+        .map(|i| {
+            bound(
+                &format!("tok_sec{i}"),
+                &[(Role::Approver, "/")],
+                &["security"],
+            )
+        })
+        .collect();
+    let record = recorded(&log.propose(
+        requester.clone(),
+        submit("req_1", spec("/prod", &["a.corp.example"])),
+    ));
+    assert_eq!(record.state, RequestState::PendingApproval);
+    let progress = record.approval.clone().expect("workflow");
+    assert_eq!(progress.stages.len(), 2);
+    assert_eq!(progress.current, 0);
+
+    // The requester can never decide their own request, even holding the approver role.
+    let self_approver = bound(
+        "tok_req",
+        &[(Role::Requester, "/prod"), (Role::ZoneOwner, "/prod")],
+        &["security"],
+    );
+    let r = refused(
+        &mut log,
+        self_approver,
+        decide("req_1", Decision::Approve, "mine"),
+        RejectCode::Forbidden,
+    );
+    assert!(r.message.contains("own request"), "{}", r.message);
+    // A security approver is not eligible for the owner stage (it needs the zone_owner role).
+    refused(
+        &mut log,
+        sec[0].clone(),
+        decide("req_1", Decision::Approve, "ok"),
+        RejectCode::Forbidden,
+    );
+
+    let after_owner =
+        updated(&log.propose(owner.clone(), decide("req_1", Decision::Approve, "fine")));
+    assert_eq!(after_owner.state, RequestState::PendingApproval);
+    assert_eq!(after_owner.approval.as_ref().unwrap().current, 1);
+    assert!(queue(&log.store).is_empty());
+    // The owner is in the security group too, but one person decides at most one stage.
+    let r = refused(
+        &mut log,
+        owner,
+        decide("req_1", Decision::Approve, "again"),
+        RejectCode::Forbidden,
+    );
+    assert!(r.message.contains("at most one stage"), "{}", r.message);
+
+    let one = updated(&log.propose(sec[0].clone(), decide("req_1", Decision::Approve, "1 of 2")));
+    assert_eq!(one.state, RequestState::PendingApproval);
+    // The same security approver cannot count twice.
+    refused(
+        &mut log,
+        sec[0].clone(),
+        decide("req_1", Decision::Approve, "1 again"),
+        RejectCode::Forbidden,
+    );
+    let done = updated(&log.propose(sec[2].clone(), decide("req_1", Decision::Approve, "2 of 2")));
+    assert_eq!(done.state, RequestState::Approved);
+    assert_eq!(queue(&log.store), vec!["req_1".to_string()]);
+    assert_eq!(
+        done.approval.as_ref().unwrap().approvers(),
+        vec!["tok_owner", "tok_sec1", "tok_sec3"]
+    );
+    assert_eq!(indexed_states(&log.store, "req_1"), vec!["approved"]);
+    // Nothing more to decide.
+    refused(
+        &mut log,
+        sec[1].clone(),
+        decide("req_1", Decision::Approve, "late"),
+        RejectCode::Conflict,
+    );
+    assert!(verify_chain(&log.store).unwrap().ok);
+}
+
+#[test]
+fn a_rejection_ends_the_request_with_its_reason() {
+    let mut log = Log::initialized();
+    log.zone("/prod", TWO_STAGES);
+    let requester = bound("tok_req", &[(Role::Requester, "/prod")], &[]);
+    let owner = bound("tok_owner", &[(Role::ZoneOwner, "/prod")], &[]);
+    log.propose(
+        requester,
+        submit("req_1", spec("/prod", &["a.corp.example"])),
+    );
+    let out = updated(&log.propose(
+        owner.clone(),
+        decide("req_1", Decision::Reject, "not this name"),
+    ));
+    assert_eq!(out.state, RequestState::Rejected);
+    assert!(out.error.as_deref().unwrap().contains("not this name"));
+    assert!(queue(&log.store).is_empty());
+    refused(
+        &mut log,
+        owner,
+        decide("req_1", Decision::Approve, "changed my mind"),
+        RejectCode::Conflict,
+    );
+}
+
+#[test]
+fn a_pending_request_expires_only_after_its_deadline_and_only_by_the_worker() {
+    let mut log = Log::initialized();
+    log.zone(
+        "/prod",
+        r#"{"approval_required":{"value":true},"approval_timeout":{"value":"5s"}}"#,
+    );
+    let requester = bound("tok_req", &[(Role::Requester, "/prod")], &[]);
+    let approver = bound("tok_app", &[(Role::Approver, "/prod")], &[]);
+    let expire = || Command::ExpireApproval {
+        request_id: "req_1".into(),
+    };
+    let worker = Principal::system(certplane_core::apply::APPROVAL_WORKER, "approvals");
+    log.propose(
+        requester,
+        submit("req_1", spec("/prod", &["a.corp.example"])),
+    );
+    refused(&mut log, worker.clone(), expire(), RejectCode::Conflict);
+    refused(&mut log, admin(), expire(), RejectCode::Forbidden);
+    while log.now() < request(&log.store, "req_1").approval.unwrap().expires_at {
+        log.propose(admin(), Command::Noop);
+    }
+    // Past the deadline an approval no longer counts.
+    refused(
+        &mut log,
+        approver,
+        decide("req_1", Decision::Approve, "too late"),
+        RejectCode::Conflict,
+    );
+    let out = updated(&log.propose(worker.clone(), expire()));
+    assert_eq!(out.state, RequestState::Expired);
+    assert!(out.state.is_final());
+    assert_eq!(indexed_states(&log.store, "req_1"), vec!["expired"]);
+    refused(&mut log, worker, expire(), RejectCode::Conflict);
+}
+
+#[test]
+fn approvers_are_scoped_to_their_zones() {
+    let mut log = Log::initialized();
+    log.zone("/prod", r#"{"approval_required":{"value":true}}"#);
+    log.zone("/prod/a", "{}");
+    log.zone("/prod/b", "{}");
+    let requester = bound("tok_req", &[(Role::Requester, "/prod")], &[]);
+    let approver_a = bound("tok_a", &[(Role::Approver, "/prod/a")], &[]);
+    log.propose(
+        requester.clone(),
+        submit("req_b", spec("/prod/b", &["b.corp.example"])),
+    );
+    log.propose(
+        requester,
+        submit("req_a", spec("/prod/a", &["a.corp.example"])),
+    );
+    refused(
+        &mut log,
+        approver_a.clone(),
+        decide("req_b", Decision::Approve, "x"),
+        RejectCode::Forbidden,
+    );
+    refused(
+        &mut log,
+        approver_a.clone(),
+        decide("req_b", Decision::Reject, "x"),
+        RejectCode::Forbidden,
+    );
+    let out = updated(&log.propose(approver_a, decide("req_a", Decision::Approve, "ok")));
+    assert_eq!(out.state, RequestState::Approved);
+    // A requester for /dev cannot request in /prod.
+    log.zone("/dev", "{}");
+    let dev = bound("tok_dev", &[(Role::Requester, "/dev")], &[]);
+    refused(
+        &mut log,
+        dev,
+        submit("req_p", spec("/prod", &["p.corp.example"])),
+        RejectCode::Forbidden,
+    );
+    assert!(get_request(&log.store, "req_p").unwrap().is_none());
+}
+
+#[test]
+fn unchanged_renewals_skip_approval_when_the_zone_says_so_and_changed_ones_do_not() {
+    for (skips, expect_pending_for_same) in [(true, false), (false, true)] {
+        let mut log = Log::initialized();
+        log.zone(
+            "/prod",
+            &format!(
+                r#"{{"approval_required":{{"value":true}},"renewal_skips_approval":{{"value":{skips}}}}}"#
+            ),
+        );
+        let requester = bound("tok_req", &[(Role::Requester, "/prod")], &[]);
+        let approver = bound("tok_app", &[(Role::Approver, "/prod")], &[]);
+        log.propose(
+            requester.clone(),
+            submit("req_1", spec("/prod", &["a.corp.example"])),
+        );
+        let approved = updated(&log.propose(approver, decide("req_1", Decision::Approve, "ok")));
+        log.propose(worker(), complete(&approved, 1));
+        let mut same = spec("/prod", &["a.corp.example"]);
+        same.renewal_of = Some(cert_id(1));
+        let out = recorded(&log.propose(requester.clone(), submit("req_2", same)));
+        assert_eq!(
+            out.state == RequestState::PendingApproval,
+            expect_pending_for_same,
+            "skips={skips}"
+        );
+        if skips {
+            assert!(out.approval.unwrap().skipped.is_some());
+        }
+        let mut changed = spec("/prod", &["a.corp.example", "b.corp.example"]);
+        changed.renewal_of = Some(cert_id(1));
+        let out = recorded(&log.propose(requester, submit("req_3", changed)));
+        assert_eq!(
+            out.state,
+            RequestState::PendingApproval,
+            "a changed renewal is approved again"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Tokens
+// ---------------------------------------------------------------------------------------------------
+
+fn token(id: &str, bindings: &[(Role, &str)]) -> certplane_core::TokenRecord {
+    certplane_core::TokenRecord {
+        id: id.into(),
+        name: id.into(),
+        kind: Default::default(),
+        secret_sha256: format!("{:0>64}", hex::encode(id)),
+        subject: None,
+        roles: vec![],
+        zones: vec![],
+        bindings: bindings
+            .iter()
+            .map(|(r, z)| certplane_core::RoleBinding::new(*r, z))
+            .collect(),
+        groups: vec![],
+        created_at: Timestamp(0),
+        created_by: String::new(),
+        expires_at: None,
+        revoked_at: None,
+    }
+}
+
+#[test]
+fn the_root_token_can_be_revoked_only_once_another_admin_exists() {
+    let mut log = Log::initialized();
+    let r = refused(
+        &mut log,
+        admin(),
+        Command::RevokeToken {
+            id: "tok_root".into(),
+        },
+        RejectCode::Conflict,
+    );
+    assert!(r.message.contains("last active admin"));
+    // Only principal managers create tokens.
+    let owner = bound("tok_owner", &[(Role::ZoneOwner, "/")], &[]);
+    refused(
+        &mut log,
+        owner,
+        Command::CreateToken(Box::new(token("tok_x", &[(Role::Admin, "/")]))),
+        RejectCode::Forbidden,
+    );
+    // A zone admin does not count as an admin of the cluster.
+    let zoned = token("tok_zoned", &[(Role::Admin, "/prod")]);
+    assert!(log
+        .propose(admin(), Command::CreateToken(Box::new(zoned)))
+        .result
+        .is_ok());
+    refused(
+        &mut log,
+        admin(),
+        Command::RevokeToken {
+            id: "tok_root".into(),
+        },
+        RejectCode::Conflict,
+    );
+    let second = token("tok_second_admin", &[(Role::Admin, "/")]);
+    match log
+        .propose(admin(), Command::CreateToken(Box::new(second)))
+        .result
+    {
+        Ok(Applied::TokenCreated { token }) => {
+            assert_eq!(token.created_by, "tok_root");
+        }
+        other => panic!("{other:?}"),
+    }
+    // The same secret hash cannot be registered twice.
+    refused(
+        &mut log,
+        admin(),
+        Command::CreateToken(Box::new(certplane_core::TokenRecord {
+            id: "tok_other_admin".into(),
+            ..token("tok_second_admin", &[(Role::Admin, "/")])
+        })),
+        RejectCode::Conflict,
+    );
+    match log
+        .propose(
+            admin(),
+            Command::RevokeToken {
+                id: "tok_root".into(),
+            },
+        )
+        .result
+    {
+        Ok(Applied::TokenRevoked { token }) => assert!(token.revoked_at.is_some()),
+        other => panic!("{other:?}"),
+    }
+    let second = certplane_core::apply::get_token(&log.store, "tok_second_admin")
+        .unwrap()
+        .unwrap();
+    refused(
+        &mut log,
+        second.principal(),
+        Command::RevokeToken {
+            id: "tok_second_admin".into(),
+        },
+        RejectCode::Conflict,
+    );
+    refused(
+        &mut log,
+        admin(),
+        Command::CreateToken(Box::new(token("tok_bad", &[(Role::Admin, "prod/")]))),
+        RejectCode::InvalidArgument,
+    );
 }

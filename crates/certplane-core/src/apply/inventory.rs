@@ -6,7 +6,7 @@ use crate::command::{Applied, ImportCertificate, Proposal, Rejection};
 use crate::error::{CoreError, RejectCode};
 use crate::issuer::RevocationRecord;
 use crate::keys::{self, encode_record};
-use crate::principal::Role;
+use crate::principal::Permission;
 use crate::store::{Keyspace, StateStore};
 
 pub(super) fn import_certificate(
@@ -15,11 +15,9 @@ pub(super) fn import_certificate(
     proposal: &Proposal,
     import: &ImportCertificate,
 ) -> Result<Result<Applied, Rejection>, CoreError> {
-    if let Some(rejection) = forbidden_unless(
-        &proposal.actor,
-        &[Role::Requester, Role::ZoneOwner],
-        &import.zone,
-    ) {
+    if let Some(rejection) =
+        forbidden_unless(&proposal.actor, Permission::CertificateImport, &import.zone)
+    {
         return Ok(Err(rejection));
     }
     let fingerprint = &import.details.fingerprint_sha256;
@@ -114,6 +112,7 @@ fn owned_certificate(
     store: &impl StateStore,
     proposal: &Proposal,
     id: &str,
+    permission: Permission,
 ) -> Result<Result<CertificateRecord, Rejection>, CoreError> {
     let Some(record) = get_certificate(store, id)? else {
         return Ok(Err(Rejection::new(
@@ -121,7 +120,7 @@ fn owned_certificate(
             format!("no certificate with id {id}"),
         )));
     };
-    if let Some(rejection) = forbidden_unless(&proposal.actor, &[Role::ZoneOwner], &record.zone) {
+    if let Some(rejection) = forbidden_unless(&proposal.actor, permission, &record.zone) {
         return Ok(Err(rejection));
     }
     Ok(Ok(record))
@@ -133,7 +132,7 @@ pub(super) fn retire_certificate(
     proposal: &Proposal,
     id: &str,
 ) -> Result<Result<Applied, Rejection>, CoreError> {
-    let mut record = match owned_certificate(store, proposal, id)? {
+    let mut record = match owned_certificate(store, proposal, id, Permission::CertificateManage)? {
         Ok(record) => record,
         Err(rejection) => return Ok(Err(rejection)),
     };
@@ -169,7 +168,7 @@ pub(super) fn revoke_certificate(
     id: &str,
     reason: RevocationReason,
 ) -> Result<Result<Applied, Rejection>, CoreError> {
-    let mut record = match owned_certificate(store, proposal, id)? {
+    let mut record = match owned_certificate(store, proposal, id, Permission::CertificateManage)? {
         Ok(record) => record,
         Err(rejection) => return Ok(Err(rejection)),
     };
@@ -239,7 +238,7 @@ pub(super) fn export_private_key(
     proposal: &Proposal,
     id: &str,
 ) -> Result<Result<Applied, Rejection>, CoreError> {
-    let record = match owned_certificate(store, proposal, id)? {
+    let record = match owned_certificate(store, proposal, id, Permission::KeyExport)? {
         Ok(record) => record,
         Err(rejection) => return Ok(Err(rejection)),
     };

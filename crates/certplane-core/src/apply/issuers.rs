@@ -5,7 +5,7 @@ use crate::command::{Applied, Proposal, Rejection};
 use crate::error::{CoreError, RejectCode};
 use crate::issuer::IssuerRecord;
 use crate::keys::{decode_record, encode_record};
-use crate::principal::Role;
+use crate::principal::Permission;
 use crate::store::{Keyspace, StateRead, StateStore};
 
 pub fn get_issuer(store: &impl StateRead, name: &str) -> Result<Option<IssuerRecord>, CoreError> {
@@ -44,7 +44,7 @@ pub(super) fn create_issuer(
     issuer: &IssuerRecord,
 ) -> Result<Result<Applied, Rejection>, CoreError> {
     // Issuers serve every zone, so only a cluster-wide admin may add one.
-    if let Some(rejection) = forbidden_unless(&proposal.actor, &[Role::Admin], "/") {
+    if let Some(rejection) = forbidden_unless(&proposal.actor, Permission::IssuerManage, "/") {
         return Ok(Err(rejection));
     }
     if get_issuer(store, &issuer.name)?.is_some() {

@@ -13,18 +13,22 @@ use crate::command::{Applied, Command, Outcome, Proposal, Rejection};
 use crate::error::{CoreError, RejectCode};
 use crate::issuer::IssuerRecord;
 use crate::keys::{self, decode_record, encode_record, meta};
-use crate::principal::{Principal, Role, TokenRecord};
+use crate::principal::{Permission, Principal, TokenRecord};
 use crate::store::{Keyspace, StateRead, StateStore};
 
+mod approvals;
 mod inventory;
 mod issuers;
 mod requests;
+mod tokens;
 mod zones;
 
+pub use approvals::{eligible_for_current_stage, APPROVAL_WORKER};
 pub use issuers::get_issuer;
 pub use requests::{
     evaluate_request, get_request, issuance_queue_key, request_index_key, ISSUANCE_WORKER,
 };
+pub use tokens::{get_token, list_tokens};
 
 /// Where the entry sits in the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,6 +117,12 @@ pub fn apply(
             generation,
             error,
         } => requests::fail_issuance(store, entry, proposal, request_id, *generation, error)?,
+        Command::CreateToken(token) => tokens::create_token(store, proposal, token)?,
+        Command::RevokeToken { id } => tokens::revoke_token(store, proposal, id)?,
+        Command::DecideApproval(d) => approvals::decide(store, entry, proposal, d)?,
+        Command::ExpireApproval { request_id } => {
+            approvals::expire(store, entry, proposal, request_id)?
+        }
         Command::Noop => Ok(Applied::Noop),
     };
     finish(store, entry, proposal, result, idem_key)
@@ -227,7 +237,7 @@ fn initialize(
     }))
 }
 
-fn put_token(store: &mut impl StateStore, token: &TokenRecord) {
+pub(crate) fn put_token(store: &mut impl StateStore, token: &TokenRecord) {
     store.put(Keyspace::Tokens, token.id.as_bytes(), &encode_record(token));
     store.put(
         Keyspace::TokenBySecret,
@@ -262,13 +272,21 @@ pub fn get_certificate(
         .transpose()
 }
 
-pub(crate) fn forbidden_unless(actor: &Principal, roles: &[Role], zone: &str) -> Option<Rejection> {
-    if roles.iter().any(|r| actor.has_role(*r)) && actor.covers_zone(zone) {
+pub(crate) fn forbidden_unless(
+    actor: &Principal,
+    permission: Permission,
+    zone: &str,
+) -> Option<Rejection> {
+    if actor.allows(permission, zone) {
         None
     } else {
         Some(Rejection::new(
             RejectCode::Forbidden,
-            format!("principal {} may not change zone {zone}", actor.id),
+            format!(
+                "principal {} lacks {} on zone {zone}",
+                actor.id,
+                permission.as_str()
+            ),
         ))
     }
 }

@@ -14,9 +14,11 @@ use crate::issuer::IssuedSerial;
 use crate::keys::{self, decode_record, encode_record};
 use crate::names::San;
 use crate::policy::{self, RequestFacts, Violation};
-use crate::principal::Role;
-use crate::request::{RequestRecord, RequestState};
+use crate::policy::{ApprovalStage, Span};
+use crate::principal::Permission;
+use crate::request::{ApprovalProgress, RequestRecord, RequestState};
 use crate::store::{Keyspace, StateRead, StateStore};
+use crate::time::Timestamp;
 use crate::zone;
 
 /// The principal the leader's issuance worker proposes outcomes as.
@@ -72,15 +74,34 @@ fn write_request(store: &mut impl StateStore, record: &RequestRecord) {
     }
 }
 
+/// Replace `old` by `new` (same id): drop the old index entries, write the new record.
+pub(super) fn write_request_record(
+    store: &mut impl StateStore,
+    old: &RequestRecord,
+    new: &RequestRecord,
+) {
+    unindex_request(store, old);
+    write_request(store, new);
+}
+
 fn unindex_request(store: &mut impl StateStore, record: &RequestRecord) {
     for key in request_index_entries(record) {
         store.delete(Keyspace::RequestIndex, &key);
     }
 }
 
+/// The approval the zone asks for, from its effective policy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApprovalPolicy {
+    pub required: bool,
+    pub stages: Vec<ApprovalStage>,
+    pub timeout: Span,
+    pub renewal_skips: bool,
+}
+
 /// What [`evaluate_request`] found: the resolved issuer, every violation, the zone versions evaluated
-/// (root first) and whether the zone requires approval.
-pub type Evaluation = (String, Vec<Violation>, Vec<(String, u64)>, bool);
+/// (root first) and the approval the zone requires.
+pub type Evaluation = (String, Vec<Violation>, Vec<(String, u64)>, ApprovalPolicy);
 
 /// Every reason the request breaks policy, as the dry run (`POST /v1/zones/{path}/evaluate`) and the
 /// real submission both see it.
@@ -112,12 +133,17 @@ pub fn evaluate_request(
             message: format!("no issuer named {issuer} is configured"),
         });
     }
-    Ok((
-        issuer,
-        violations,
-        versions,
-        effective.approval_required.value,
-    ))
+    let approval = ApprovalPolicy {
+        required: effective.approval_required.value || !effective.approval_stages.value.is_empty(),
+        stages: if effective.approval_stages.value.is_empty() {
+            vec![ApprovalStage::single()]
+        } else {
+            effective.approval_stages.value.clone()
+        },
+        timeout: effective.approval_timeout.value,
+        renewal_skips: effective.renewal_skips_approval.value,
+    };
+    Ok((issuer, violations, versions, approval))
 }
 
 pub(super) fn submit_request(
@@ -127,11 +153,9 @@ pub(super) fn submit_request(
     submit: &SubmitRequest,
 ) -> Result<Result<Applied, Rejection>, CoreError> {
     let spec = &submit.spec;
-    if let Some(rejection) = forbidden_unless(
-        &proposal.actor,
-        &[Role::Requester, Role::ZoneOwner],
-        &spec.zone,
-    ) {
+    if let Some(rejection) =
+        forbidden_unless(&proposal.actor, Permission::CertificateRequest, &spec.zone)
+    {
         return Ok(Err(rejection));
     }
     if zone::get_zone(store, &spec.zone)?.is_none() {
@@ -157,11 +181,9 @@ pub(super) fn submit_request(
             Some(cert) => {
                 // Issuing the renewal changes the old certificate (it becomes superseded), so the
                 // requester must also be allowed in the zone the old certificate lives in.
-                if let Some(rejection) = forbidden_unless(
-                    &proposal.actor,
-                    &[Role::Requester, Role::ZoneOwner],
-                    &cert.zone,
-                ) {
+                if let Some(rejection) =
+                    forbidden_unless(&proposal.actor, Permission::CertificateRequest, &cert.zone)
+                {
                     return Ok(Err(rejection));
                 }
                 if let Some(newer) = cert.superseded_by {
@@ -173,14 +195,38 @@ pub(super) fn submit_request(
             }
         }
     }
-    let (issuer, violations, policy_versions, approval_required) = evaluate_request(store, spec)?;
+    let (issuer, violations, policy_versions, approval_policy) = evaluate_request(store, spec)?;
+    let skip_reason = if approval_policy.required
+        && approval_policy.renewal_skips
+        && renewal_unchanged(store, spec, &issuer)?
+    {
+        Some("a renewal that changes nothing; the zone skips approval for those".to_string())
+    } else {
+        None
+    };
     let state = if !violations.is_empty() {
         RequestState::Rejected
-    } else if approval_required {
+    } else if approval_policy.required && skip_reason.is_none() {
         RequestState::PendingApproval
     } else {
         RequestState::Approved
     };
+    let approval = approval_policy.required.then(|| ApprovalProgress {
+        current: if state == RequestState::PendingApproval {
+            0
+        } else {
+            approval_policy.stages.len()
+        },
+        stages: approval_policy.stages.clone(),
+        decisions: Vec::new(),
+        expires_at: Timestamp(
+            proposal
+                .proposed_at
+                .0
+                .saturating_add(approval_policy.timeout.0.saturating_mul(1000)),
+        ),
+        skipped: skip_reason,
+    });
     let record = RequestRecord {
         id: submit.id.clone(),
         spec: spec.clone(),
@@ -200,6 +246,7 @@ pub(super) fn submit_request(
         } else {
             0
         },
+        approval,
     };
     write_request(store, &record);
     if state == RequestState::Rejected {
@@ -219,6 +266,36 @@ pub(super) fn submit_request(
     Ok(Ok(Applied::RequestRecorded {
         request: Box::new(record),
     }))
+}
+
+/// A renewal asks for nothing new when its zone, names, issuer, owner, tags and key type equal the
+/// request that issued the certificate it renews. An imported certificate has no such request.
+fn renewal_unchanged(
+    store: &impl StateRead,
+    spec: &crate::request::RequestSpec,
+    issuer: &str,
+) -> Result<bool, CoreError> {
+    let Some(old_id) = &spec.renewal_of else {
+        return Ok(false);
+    };
+    let Some(link) = get_certificate(store, old_id)?.and_then(|c| c.issuance) else {
+        return Ok(false);
+    };
+    let Some(before) = get_request(store, &link.request_id)? else {
+        return Ok(false);
+    };
+    let names = |sans: &[San]| {
+        let mut v: Vec<String> = sans.iter().map(San::to_string).collect();
+        v.sort();
+        v
+    };
+    Ok(before.spec.zone == spec.zone
+        && before.spec.common_name == spec.common_name
+        && names(&before.spec.sans) == names(&spec.sans)
+        && before.issuer == issuer
+        && before.spec.owner == spec.owner
+        && before.spec.tags == spec.tags
+        && before.spec.key_facts.algorithm == spec.key_facts.algorithm)
 }
 
 /// The worker's outcome must answer the request as it stands now, else it is stale.

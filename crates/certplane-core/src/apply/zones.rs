@@ -6,7 +6,7 @@ use crate::command::{Applied, Proposal, PutZone, Rejection};
 use crate::error::{CoreError, RejectCode};
 use crate::keys::encode_record;
 use crate::policy::{self, ZonePolicy};
-use crate::principal::Role;
+use crate::principal::Permission;
 use crate::store::{Keyspace, StateStore};
 use crate::zone::{self, ZoneRecord};
 
@@ -59,7 +59,7 @@ pub(super) fn put_zone(
             )))
         }
     }
-    if let Some(rejection) = forbidden_unless(&proposal.actor, &[Role::ZoneOwner], &put.path) {
+    if let Some(rejection) = forbidden_unless(&proposal.actor, Permission::ZoneWrite, &put.path) {
         return Ok(Err(rejection));
     }
     if let Err(e) = put.policy.validate() {

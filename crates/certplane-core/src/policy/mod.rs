@@ -117,6 +117,40 @@ pub struct KeyRule {
 }
 
 /// One reason a request (or a zone change) breaks policy.
+/// One approval stage: `count` different eligible principals must approve it. An eligible principal
+/// holds the approve permission on the request's zone and, when set, belongs to `group` and holds
+/// `role` on that zone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalStage {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<crate::principal::Role>,
+    #[serde(default = "one")]
+    pub count: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+pub const MAX_APPROVAL_STAGES: usize = 8;
+pub const MAX_STAGE_COUNT: u32 = 16;
+
+impl ApprovalStage {
+    /// The stage used when approval is required and the zone names none.
+    pub fn single() -> ApprovalStage {
+        ApprovalStage {
+            name: "approval".into(),
+            group: None,
+            role: None,
+            count: 1,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Violation {
     /// The policy field (`allowed_domains`, `max_validity`, ...) or `rule:<name>` for a custom rule.
@@ -256,6 +290,13 @@ policy_fields! {
     renew_before: Span = Span::days(30);
     /// Requests wait in `pending_approval` until approved.
     approval_required: bool = false;
+    /// The ordered stages a request needing approval passes. Empty: one stage, one approver.
+    approval_stages: Vec<ApprovalStage> = Vec::new();
+    /// How long a request may wait for approval before it expires.
+    approval_timeout: Span = Span::days(7);
+    /// A renewal that changes nothing (same zone, names, issuer, owner, tags, key type) is not
+    /// approved again.
+    renewal_skips_approval: bool = true;
     /// Requests must name an owner.
     owner_required: bool = false;
     /// Tag keys every request must set (to a non-empty value).
@@ -424,6 +465,46 @@ impl ZonePolicy {
                 return Err(PolicyError::new(
                     "renew_before",
                     "renewal cannot start before the first expiry notification (renew_before > notify_before)",
+                ));
+            }
+        }
+        if let Some(stages) = &mut out.approval_stages {
+            if stages.value.len() > MAX_APPROVAL_STAGES {
+                return Err(PolicyError::new(
+                    "approval_stages",
+                    format!("at most {MAX_APPROVAL_STAGES} stages"),
+                ));
+            }
+            for stage in stages.value.iter_mut() {
+                stage.name = stage.name.trim().to_string();
+                if stage.name.is_empty() || stage.name.len() > 64 {
+                    return Err(PolicyError::new(
+                        "approval_stages",
+                        "stage names are 1 to 64 characters",
+                    ));
+                }
+                if stage.count == 0 || stage.count > MAX_STAGE_COUNT {
+                    return Err(PolicyError::new(
+                        "approval_stages",
+                        format!("stage {}: count is 1 to {MAX_STAGE_COUNT}", stage.name),
+                    ));
+                }
+                if let Some(group) = &mut stage.group {
+                    *group = group.trim().to_string();
+                    if group.is_empty() || group.len() > 64 {
+                        return Err(PolicyError::new(
+                            "approval_stages",
+                            "group names are 1 to 64 characters",
+                        ));
+                    }
+                }
+            }
+        }
+        if let Some(timeout) = &out.approval_timeout {
+            if timeout.value.0 < 1 || timeout.value.0 > Span::days(366).0 {
+                return Err(PolicyError::new(
+                    "approval_timeout",
+                    "must be between 1 second and 366 days",
                 ));
             }
         }

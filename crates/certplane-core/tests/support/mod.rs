@@ -16,6 +16,7 @@ pub fn admin() -> Principal {
         name: "root".into(),
         roles: vec![Role::Admin],
         zones: vec![],
+        ..Principal::default()
     }
 }
 
@@ -26,6 +27,11 @@ pub fn root_token() -> TokenRecord {
         secret_sha256: "ab".repeat(32),
         roles: vec![Role::Admin],
         zones: vec![],
+        kind: Default::default(),
+        subject: None,
+        bindings: vec![],
+        groups: vec![],
+        expires_at: None,
         created_at: Timestamp(1),
         created_by: "system:init".into(),
         revoked_at: None,
@@ -51,7 +57,7 @@ impl Log {
         let out = log.propose(
             Principal::bootstrap(),
             Command::Initialize {
-                root_token: root_token(),
+                root_token: Box::new(root_token()),
                 builtin_issuer: builtin_issuer.map(Box::new),
             },
         );

@@ -8,12 +8,13 @@ use axum::Json;
 use certplane_core::certificate::CertificateDetails;
 use certplane_core::query::{list_certificates, CertificateFilter, StatusFilter};
 use certplane_core::{
-    Applied, CertificateRecord, Command, EncryptedKey, ImportCertificate, Principal, Proposal,
-    Role, Timestamp,
+    Applied, CertificateRecord, Command, EncryptedKey, ImportCertificate, Permission, Proposal,
+    Timestamp,
 };
 use certplane_pki::inspect::{key_matches_certificate, parse_chain_pem, parse_private_key_pem};
 use serde::Deserialize;
 
+use super::access::require_in;
 use super::error::{ApiError, ApiResult};
 use super::extract::{request_hash, ApiJson, ApiQuery, Auth, Consistency, IdempotencyKey};
 use super::openapi::ErrorResponse;
@@ -67,17 +68,6 @@ pub fn check_tags(tags: &BTreeMap<String, String>) -> ApiResult<()> {
     Ok(())
 }
 
-pub fn require_any(principal: &Principal, roles: &[Role]) -> ApiResult<()> {
-    if roles.iter().any(|r| principal.has_role(*r)) {
-        Ok(())
-    } else {
-        Err(ApiError::forbidden(format!(
-            "principal {} lacks a role for this operation",
-            principal.id
-        )))
-    }
-}
-
 pub fn record_id(fingerprint: &str) -> String {
     format!("crt_{}", &fingerprint[..fingerprint.len().min(32)])
 }
@@ -100,7 +90,6 @@ pub async fn import(
     IdempotencyKey(idem): IdempotencyKey,
     ApiJson(req, raw): ApiJson<ImportRequest>,
 ) -> ApiResult<(StatusCode, Json<CertificateView>)> {
-    require_any(&principal, &[Role::Requester, Role::ZoneOwner])?;
     check_text("owner", &req.owner, 128)?;
     let zone = normalize_zone(&req.zone)?;
     check_tags(&req.tags)?;
@@ -237,7 +226,7 @@ pub async fn read_barrier(state: &AppState, consistency: Consistency) -> ApiResu
 #[utoipa::path(get, path = "/v1/certificates", tag = "certificates", security(("bearer" = [])), params(ListQuery), responses((status = 200, description = "A page of certificates with `next_cursor`"), (status = 400, description = "Invalid request", body = ErrorResponse), (status = 401, description = "Missing or invalid token", body = ErrorResponse), (status = 503, description = "No leader or node unavailable; retry", body = ErrorResponse)))]
 pub async fn list(
     State(state): State<AppState>,
-    Auth(_principal): Auth,
+    Auth(principal): Auth,
     consistency: Consistency,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<Json<PageView<CertificateView>>> {
@@ -282,6 +271,7 @@ pub async fn list(
         items: page
             .items
             .into_iter()
+            .filter(|r| principal.allows(Permission::InventoryRead, &r.zone))
             .map(|r| CertificateView::new(r, now))
             .collect(),
         next_cursor: page.next_cursor,
@@ -305,7 +295,7 @@ pub fn check_id(id: &str) -> ApiResult<()> {
 #[utoipa::path(get, path = "/v1/certificates/{id}", tag = "certificates", security(("bearer" = [])), params(("id" = String, Path)), responses((status = 200, description = "The certificate", body = CertificateView), (status = 404, description = "Unknown id", body = ErrorResponse), (status = 400, description = "Invalid request", body = ErrorResponse), (status = 401, description = "Missing or invalid token", body = ErrorResponse), (status = 503, description = "No leader or node unavailable; retry", body = ErrorResponse)))]
 pub async fn get_one(
     State(state): State<AppState>,
-    Auth(_principal): Auth,
+    Auth(principal): Auth,
     consistency: Consistency,
     Path(id): Path<String>,
 ) -> ApiResult<Json<CertificateView>> {
@@ -319,6 +309,7 @@ pub async fn get_one(
     })
     .await?
     .ok_or_else(|| ApiError::not_found(format!("no certificate with id {id}")))?;
+    require_in(&principal, Permission::InventoryRead, &record.zone)?;
     Ok(Json(CertificateView::new(record, now_ms())))
 }
 
@@ -337,7 +328,6 @@ pub async fn retire(
     ApiQuery(q): ApiQuery<RetireQuery>,
 ) -> ApiResult<Json<CertificateView>> {
     check_id(&id)?;
-    require_any(&principal, &[Role::ZoneOwner])?;
     if let Some(reason) = &q.reason {
         check_text("reason", reason, 512)?;
     }
@@ -416,7 +406,6 @@ pub async fn renew(
     ApiQuery(q): ApiQuery<super::requests::SubmitQuery>,
     body: axum::body::Bytes,
 ) -> ApiResult<(StatusCode, Json<super::requests::RequestView>)> {
-    require_any(&principal, &[Role::Requester, Role::ZoneOwner])?;
     let renew: RenewBody = if body.iter().all(u8::is_ascii_whitespace) {
         RenewBody::default()
     } else {
@@ -512,7 +501,6 @@ pub async fn revoke(
     ApiJson(body, raw): ApiJson<RevokeBody>,
 ) -> ApiResult<Json<CertificateView>> {
     check_id(&id)?;
-    require_any(&principal, &[Role::ZoneOwner])?;
     let reason =
         certplane_core::certificate::RevocationReason::parse(&body.reason).ok_or_else(|| {
             ApiError::bad_request(
@@ -560,7 +548,6 @@ pub async fn private_key(
     Path(id): Path<String>,
 ) -> ApiResult<(axum::http::HeaderMap, Json<PrivateKeyView>)> {
     check_id(&id)?;
-    require_any(&principal, &[Role::ZoneOwner])?;
     let kek = state.kek.clone().ok_or_else(|| {
         ApiError::unavailable(
             "this node has no key-encryption key (--kek-file) to open private keys",

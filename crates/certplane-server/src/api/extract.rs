@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 
 use super::error::ApiError;
 use super::AppState;
+use certplane_core::principal::CredentialKind;
 use certplane_core::Principal;
 
 /// A JSON body, size-limited by the router, parsed with clear errors.
@@ -67,41 +68,81 @@ impl FromRequestParts<AppState> for Auth {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .ok_or_else(|| {
-                ApiError::unauthorized("missing bearer token: send Authorization: Bearer <token>")
-            })?;
-        let value = header
-            .to_str()
-            .map_err(|_| ApiError::unauthorized("the Authorization header is not ASCII"))?;
-        let secret = value
-            .strip_prefix("Bearer ")
-            .or_else(|| value.strip_prefix("bearer "))
-            .map(str::trim)
-            .filter(|s| !s.is_empty() && s.len() <= 256)
-            .ok_or_else(|| {
-                ApiError::unauthorized("the Authorization header must be `Bearer <token>`")
-            })?;
-        let hash = hash_secret(secret);
-        let lookup = || {
-            certplane_core::apply::token_by_secret_hash(&state.node.view(), &hash)
-                .map_err(|e| ApiError::unavailable(format!("cannot read tokens: {e}")))
-        };
-        let mut token = lookup()?;
-        if token.is_none() {
-            // A token created a moment ago may not have reached this node yet: catch up with the
-            // leader once before refusing it.
-            if state.node.read_barrier().await.is_ok() {
-                token = lookup()?;
-            }
+        if let Some(done) = parts
+            .extensions
+            .get::<super::access::AuthenticatedPrincipal>()
+        {
+            return Ok(Auth(done.0.clone()));
         }
-        let token = token
-            .filter(|t| t.revoked_at.is_none())
-            .ok_or_else(|| ApiError::unauthorized("the bearer token is not valid"))?;
-        Ok(Auth(token.principal()))
+        authenticate(&parts.headers, &parts.extensions, state)
+            .await
+            .map(Auth)
     }
+}
+
+/// The verified subject of the client certificate the connection presented (mutual TLS), put on
+/// each request by the TLS listener.
+#[derive(Debug, Clone)]
+pub struct ClientSubject(pub String);
+
+/// What identifies a client-certificate principal in the secret index: never equal to the hash of a
+/// bearer secret, which has no `subject:` prefix.
+pub fn subject_hash(subject: &str) -> String {
+    hash_secret(&format!("subject:{subject}"))
+}
+
+/// Who is calling: the bearer token if one is sent, else the verified client certificate.
+pub async fn authenticate(
+    headers: &axum::http::HeaderMap,
+    extensions: &axum::http::Extensions,
+    state: &AppState,
+) -> Result<Principal, ApiError> {
+    let (hash, kind) = match headers.get(axum::http::header::AUTHORIZATION) {
+        Some(header) => {
+            let value = header
+                .to_str()
+                .map_err(|_| ApiError::unauthorized("the Authorization header is not ASCII"))?;
+            let secret = value
+                .strip_prefix("Bearer ")
+                .or_else(|| value.strip_prefix("bearer "))
+                .map(str::trim)
+                .filter(|s| !s.is_empty() && s.len() <= 256)
+                .ok_or_else(|| {
+                    ApiError::unauthorized("the Authorization header must be `Bearer <token>`")
+                })?;
+            (hash_secret(secret), CredentialKind::Token)
+        }
+        None => match extensions.get::<ClientSubject>() {
+            Some(subject) => (subject_hash(&subject.0), CredentialKind::ClientCertificate),
+            None => return Err(ApiError::unauthorized(
+                "missing credentials: send Authorization: Bearer <token> or a client certificate",
+            )),
+        },
+    };
+    let lookup = || {
+        certplane_core::apply::token_by_secret_hash(&state.node.view(), &hash)
+            .map_err(|e| ApiError::unavailable(format!("cannot read tokens: {e}")))
+    };
+    let mut token = lookup()?;
+    if token.is_none() {
+        // A principal created a moment ago may not have reached this node yet: catch up with the
+        // leader once before refusing it.
+        if state.node.read_barrier().await.is_ok() {
+            token = lookup()?;
+        }
+    }
+    let now = certplane_core::Timestamp(super::now_ms());
+    let token = token
+        .filter(|t| t.kind == kind && t.is_active(now))
+        .ok_or_else(|| match kind {
+            CredentialKind::Token => ApiError::unauthorized(
+                "the bearer token is not valid (unknown, revoked or expired)",
+            ),
+            CredentialKind::ClientCertificate => ApiError::unauthorized(
+                "the client certificate's subject is not mapped to an active principal",
+            ),
+        })?;
+    Ok(token.principal())
 }
 
 /// The optional `Idempotency-Key` header: 1 to 128 characters of `A-Z a-z 0-9 - _ . :`.

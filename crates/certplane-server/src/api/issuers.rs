@@ -15,10 +15,10 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use certplane_core::issuer::{IssuerKind, IssuerRecord, RevocationRecord};
 use certplane_core::store::{Keyspace, StateRead};
-use certplane_core::{Applied, Command, Principal, Proposal, Role, Timestamp};
+use certplane_core::{Applied, Command, Principal, Proposal, Timestamp};
 use serde::{Deserialize, Serialize};
 
-use super::certificates::{pki_error, require_any};
+use super::certificates::pki_error;
 use super::error::{ApiError, ApiResult};
 use super::extract::{ApiJson, ApiQuery, Auth, Consistency};
 use super::openapi::ErrorResponse;
@@ -177,7 +177,6 @@ pub async fn import(
     Auth(principal): Auth,
     ApiJson(body, _): ApiJson<ImportIssuerBody>,
 ) -> ApiResult<(StatusCode, Json<IssuerView>)> {
-    require_any(&principal, &[Role::Admin])?;
     check_issuer_name(&body.name).map_err(|_| {
         ApiError::bad_request(
             "invalid_argument",

@@ -1,5 +1,6 @@
 //! The HTTP API: routes, shared state and the mapping of cluster errors to HTTP answers.
 
+pub mod access;
 pub mod audit;
 pub mod certificates;
 pub mod error;
@@ -9,6 +10,7 @@ pub mod openapi;
 pub mod ops;
 pub mod requests;
 pub mod sys;
+pub mod tokens;
 pub mod view;
 pub mod zones;
 
@@ -54,6 +56,16 @@ pub fn router(state: AppState) -> Router {
             post(sys::transfer_leader),
         )
         .route("/v1/sys/snapshot", get(sys::snapshot))
+        .route("/v1/whoami", get(tokens::whoami))
+        .route("/v1/tokens", get(tokens::list).post(tokens::create))
+        .route(
+            "/v1/tokens/{id}",
+            get(tokens::get_one).delete(tokens::revoke),
+        )
+        .route(
+            "/v1/principals/certificate",
+            post(tokens::create_certificate_principal),
+        )
         .route("/v1/certificates", get(certificates::list))
         .route("/v1/certificates/import", post(certificates::import))
         .route(
@@ -82,6 +94,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/issuers/{name}/issued", get(issuers::issued))
         .route("/v1/audit", get(audit::list))
         .route("/v1/audit/verify", get(audit::verify))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            access::authorize,
+        ))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

@@ -5,7 +5,7 @@ use serde::Serialize;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
-use super::{audit, certificates, issuers, ops, requests, sys, zones};
+use super::{audit, certificates, issuers, ops, requests, sys, tokens, zones};
 
 /// The shape of every error answer.
 #[derive(Serialize, ToSchema)]
@@ -48,6 +48,12 @@ impl Modify for BearerAuth {
         sys::remove_member,
         sys::transfer_leader,
         sys::snapshot,
+        tokens::whoami,
+        tokens::create,
+        tokens::create_certificate_principal,
+        tokens::list,
+        tokens::get_one,
+        tokens::revoke,
         certificates::import,
         certificates::list,
         certificates::get_one,
@@ -73,6 +79,11 @@ impl Modify for BearerAuth {
     components(schemas(
         ErrorResponse,
         ErrorDetail,
+        tokens::CreateTokenBody,
+        tokens::BindingBody,
+        tokens::TokenView,
+        tokens::CreatedToken,
+        tokens::WhoAmI,
         certificates::ImportRequest,
         super::view::CertificateView,
         sys::InitResponse,

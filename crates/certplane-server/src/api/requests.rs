@@ -20,10 +20,11 @@ use certplane_core::names::{self, San};
 use certplane_core::policy::{KeyFacts, KeyType, Span, Violation};
 use certplane_core::request::{KeySource, KeySpec, RequestRecord, RequestSpec, RequestState};
 use certplane_core::store::{Keyspace, StateRead};
-use certplane_core::{Applied, Command, Principal, Proposal, Role, Timestamp};
+use certplane_core::{Applied, Command, Permission, Principal, Proposal, Timestamp};
 use serde::{Deserialize, Serialize};
 
-use super::certificates::{check_tags, check_text, normalize_zone, require_any};
+use super::access::require_in;
+use super::certificates::{check_tags, check_text, normalize_zone};
 use super::error::{ApiError, ApiResult};
 use super::extract::{request_hash, ApiJson, ApiQuery, Auth, Consistency, IdempotencyKey};
 use super::openapi::ErrorResponse;
@@ -511,7 +512,6 @@ pub async fn create(
     ApiQuery(q): ApiQuery<SubmitQuery>,
     ApiJson(body, raw): ApiJson<RequestBody>,
 ) -> ApiResult<(StatusCode, Json<RequestView>)> {
-    require_any(&principal, &[Role::Requester, Role::ZoneOwner])?;
     let zone = normalize_zone(body.zone.as_deref().ok_or_else(|| {
         ApiError::bad_request(
             "invalid_argument",
@@ -537,7 +537,7 @@ pub fn check_request_id(id: &str) -> ApiResult<()> {
 #[utoipa::path(get, path = "/v1/certificate-requests/{id}", tag = "requests", security(("bearer" = [])), params(("id" = String, Path)), responses((status = 200, description = "The request, with its certificate once issued", body = RequestView), (status = 404, description = "Unknown id", body = ErrorResponse), (status = 401, description = "Missing or invalid token", body = ErrorResponse), (status = 503, description = "No leader or node unavailable; retry", body = ErrorResponse)))]
 pub async fn get_one(
     State(state): State<AppState>,
-    Auth(_principal): Auth,
+    Auth(principal): Auth,
     consistency: Consistency,
     Path(id): Path<String>,
 ) -> ApiResult<Json<RequestView>> {
@@ -550,6 +550,7 @@ pub async fn get_one(
     })
     .await?
     .ok_or_else(|| ApiError::not_found(format!("no request with id {id}")))?;
+    require_in(&principal, Permission::InventoryRead, &record.spec.zone)?;
     let certificate = certificate_of(&state, &record).await?;
     Ok(Json(RequestView::new(record, certificate)))
 }
@@ -636,7 +637,7 @@ fn list_requests(
 #[utoipa::path(get, path = "/v1/certificate-requests", tag = "requests", security(("bearer" = [])), params(ListQuery), responses((status = 200, description = "A page of requests, newest id order, with `next_cursor`"), (status = 400, description = "Invalid query", body = ErrorResponse), (status = 401, description = "Missing or invalid token", body = ErrorResponse), (status = 503, description = "No leader or node unavailable; retry", body = ErrorResponse)))]
 pub async fn list(
     State(state): State<AppState>,
-    Auth(_principal): Auth,
+    Auth(principal): Auth,
     consistency: Consistency,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<Json<PageView<RequestView>>> {
@@ -671,7 +672,8 @@ pub async fn list(
             requester.as_deref().map(|r| ("requester", r))
         };
         let keep = |r: &RequestRecord| {
-            wanted_state.is_none_or(|s| r.state == s)
+            principal.allows(Permission::InventoryRead, &r.spec.zone)
+                && wanted_state.is_none_or(|s| r.state == s)
                 && zone.as_ref().is_none_or(|z| &r.spec.zone == z)
                 && owner
                     .as_ref()

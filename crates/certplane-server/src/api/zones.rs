@@ -19,10 +19,11 @@ use certplane_core::command::PutZone;
 use certplane_core::policy::{EffectivePolicy, Violation, ZonePolicy};
 use certplane_core::store::{Keyspace, StateRead};
 use certplane_core::zone::{self, ZoneRecord};
-use certplane_core::{Applied, Command, Proposal, Role, Timestamp};
+use certplane_core::{Applied, Command, Permission, Proposal, Timestamp};
 use serde::{Deserialize, Serialize};
 
-use super::certificates::{normalize_zone, read_barrier, require_any};
+use super::access::require_in;
+use super::certificates::{normalize_zone, read_barrier};
 use super::error::{ApiError, ApiResult};
 use super::extract::{request_hash, ApiJson, ApiQuery, Auth, Consistency, IdempotencyKey};
 use super::openapi::ErrorResponse;
@@ -131,7 +132,7 @@ async fn load_zone(state: &AppState, path: String) -> ApiResult<ZoneRecord> {
 #[utoipa::path(get, path = "/v1/zones", tag = "zones", security(("bearer" = [])), responses((status = 200, description = "Every zone with its version, in path order"), (status = 401, description = "Missing or invalid token", body = ErrorResponse), (status = 503, description = "No leader or node unavailable; retry", body = ErrorResponse)))]
 pub async fn list(
     State(state): State<AppState>,
-    Auth(_p): Auth,
+    Auth(principal): Auth,
     consistency: Consistency,
 ) -> ApiResult<Json<Vec<ZoneView>>> {
     read_barrier(&state, consistency).await?;
@@ -143,6 +144,7 @@ pub async fn list(
         Ok(rows
             .into_iter()
             .filter_map(|(_, v)| certplane_core::keys::decode_record::<ZoneRecord>("zone", &v).ok())
+            .filter(|z| principal.allows(Permission::ZoneRead, &z.path))
             .map(ZoneView::from)
             .collect::<Vec<_>>())
     })
@@ -153,12 +155,14 @@ pub async fn list(
 #[utoipa::path(get, path = "/v1/zones/{path}", tag = "zones", security(("bearer" = [])), params(("path" = String, Path, description = "Zone path without the leading slash; `%2F` for the root; append `/effective` for the merged policy"), ZoneQuery), responses((status = 200, description = "The zone (ZoneView), an earlier version with `?version=N`, or with `/effective` the merged policy (EffectiveView)", body = ZoneView), (status = 404, description = "No such zone", body = ErrorResponse), (status = 400, description = "Not a zone path", body = ErrorResponse), (status = 401, description = "Missing or invalid token", body = ErrorResponse), (status = 503, description = "No leader or node unavailable; retry", body = ErrorResponse)))]
 pub async fn get(
     State(state): State<AppState>,
-    Auth(_p): Auth,
+    Auth(principal): Auth,
     consistency: Consistency,
     Path(raw): Path<String>,
     ApiQuery(q): ApiQuery<ZoneQuery>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let target = target(&raw)?;
+    let (Target::Zone(p) | Target::Effective(p) | Target::Evaluate(p)) = &target;
+    require_in(&principal, Permission::ZoneRead, p)?;
     read_barrier(&state, consistency).await?;
     let value = match target {
         Target::Zone(path) => match q.version {
@@ -222,7 +226,6 @@ pub async fn put(
             "zone segments cannot be named effective or evaluate",
         ));
     };
-    require_any(&principal, &[Role::ZoneOwner])?;
     let policy = body
         .policy
         .normalized()
@@ -252,7 +255,7 @@ pub async fn put(
 #[utoipa::path(post, path = "/v1/zones/{path}/evaluate", tag = "zones", security(("bearer" = [])), params(("path" = String, Path, description = "Zone path without the leading slash")), request_body = RequestBody, responses((status = 200, description = "The verdict a submission would get now; nothing is stored", body = EvaluateView), (status = 422, description = "Names that can never be issued", body = ErrorResponse), (status = 404, description = "No such zone", body = ErrorResponse), (status = 400, description = "Invalid request or CSR", body = ErrorResponse), (status = 401, description = "Missing or invalid token", body = ErrorResponse), (status = 503, description = "No leader or node unavailable; retry", body = ErrorResponse)))]
 pub async fn evaluate(
     State(state): State<AppState>,
-    Auth(_p): Auth,
+    Auth(principal): Auth,
     consistency: Consistency,
     Path(raw): Path<String>,
     ApiJson(body, _): ApiJson<RequestBody>,
@@ -264,6 +267,7 @@ pub async fn evaluate(
             "POST /v1/zones/{path}/evaluate is the only POST on zones",
         ));
     };
+    require_in(&principal, Permission::ZoneRead, &path)?;
     if body
         .zone
         .as_deref()
@@ -287,7 +291,7 @@ pub async fn evaluate(
     Ok(Json(EvaluateView {
         zone: path,
         allowed: violations.is_empty(),
-        approval_required,
+        approval_required: approval_required.required,
         issuer,
         violations,
         versions,

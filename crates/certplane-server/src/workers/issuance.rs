@@ -23,7 +23,7 @@ use certplane_core::command::CompleteIssuance;
 use certplane_core::issuer::IssuerRecord;
 use certplane_core::request::{KeySource, RequestRecord, RequestState};
 use certplane_core::store::{Keyspace, StateRead};
-use certplane_core::{Command, EncryptedKey, Principal, Proposal, Role, Timestamp};
+use certplane_core::{Command, EncryptedKey, Principal, Proposal, Timestamp};
 use certplane_pki::Kek;
 use certplane_raft::node::RaftNode;
 use openraft::async_runtime::WatchReceiver;
@@ -40,12 +40,7 @@ const SCAN_LIMIT: usize = 1024;
 const IDLE_RECHECK: Duration = Duration::from_millis(500);
 
 pub fn worker_principal() -> Principal {
-    Principal {
-        id: ISSUANCE_WORKER.into(),
-        name: "issuance worker".into(),
-        roles: vec![Role::Admin],
-        zones: vec![],
-    }
+    Principal::system(ISSUANCE_WORKER, "issuance worker")
 }
 
 /// Signers built from issuers' sealed keys, keyed by issuer name and record revision.
