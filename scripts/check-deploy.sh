@@ -93,6 +93,7 @@ checker_fails_on_broken_copies() {
     "undeclared module|$ex/outputs.tf|output \"broken\" {\n  value = module.ghost.api_url\n}|module.ghost"
     "missing module output|$ex/outputs.tf|output \"broken\" {\n  value = module.certplane.no_such_output\n}|no_such_output"
     "unknown module input|$ex/main.tf|module \"second\" {\n  source = \"../../modules/certplane-cluster\"\n  no_such_input = 1\n}|no_such_input"
+    "undocumented variable|$mod/variables.tf|variable \"zzz_undocumented\" {\n  type    = string\n  default = \"x\"\n}|zzz_undocumented"
     "unparsable file|$mod/broken.tf|resource \"aws_s3_bucket\" \"x\" {\n  bucket = |does not parse"
   )
   for c in "${cases[@]}"; do

@@ -12,6 +12,8 @@ module every reference must resolve:
   templatefile(path, {...})  the template exists; every name it interpolates is passed, every key passed is used
   file(path)                 the file exists
 
+Modules under modules/ document every variable and output in a table row of their README.md.
+
 For module blocks with a local source, every argument must be a variable of the called module and
 every variable of that module without a default must be given.
 
@@ -174,6 +176,7 @@ class Checker:
                 self.check_expression(m, f, context, expr, re_resource)
             self.check_module_calls(m)
             self.check_files(m)
+            self.check_readme(m)
 
     def check_expression(self, m: Module, f: Path, context: str, expr: str, re_resource) -> None:
         where = f"{context} references"
@@ -249,6 +252,20 @@ class Checker:
                         self.problem(f, f"template {self.rel(path)} interpolates {name}, which the templatefile call does not pass")
                     for name in sorted(keys - used):
                         self.problem(f, f"templatefile call passes {name}, which template {self.rel(path)} never uses")
+
+
+    def check_readme(self, m: Module) -> None:
+        """A module under modules/ documents every variable and output in a table row of README.md."""
+        if "modules" not in m.path.parts:
+            return
+        readme = m.path / "README.md"
+        if not readme.is_file():
+            self.problem(m.path, "has no README.md")
+            return
+        rows = {r.group(1) for r in re.finditer(r"^\|\s*`([A-Za-z0-9_]+)`\s*\|", readme.read_text(), flags=re.M)}
+        for kind, names in (("variable", m.variables), ("output", m.outputs)):
+            for name in sorted(set(names) - rows):
+                self.problem(readme, f'{kind} "{name}" is not documented (no table row starting with `{name}`)')
 
 
 def first(v):
