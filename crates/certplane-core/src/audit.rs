@@ -31,8 +31,35 @@ pub struct AuditRecord {
     pub object: String,
     /// `ok` or `rejected:<code>`.
     pub outcome: String,
+    /// What the command concerned, when it concerned a request, a certificate or a decision.
+    #[serde(flatten)]
+    pub details: AuditDetails,
     pub prev_hash: String,
     pub hash: String,
+}
+
+/// The accountable facts of a record: the actor's roles, the request, the policy versions it was
+/// evaluated against, its approvers, the issuer and serial issued, a decision's comment. Fields
+/// that do not apply are left out of the record (and so out of its hash).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditDetails {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub actor_roles: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// Each zone on the request's path with the policy version evaluated, root first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub policy_versions: Vec<(String, u64)>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub approvers: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
 }
 
 impl AuditRecord {
@@ -76,6 +103,7 @@ pub struct AuditEntry<'a> {
     pub action: &'a str,
     pub object: String,
     pub outcome: String,
+    pub details: AuditDetails,
 }
 
 pub fn append(
@@ -92,6 +120,7 @@ pub fn append(
         action: entry.action.to_string(),
         object: entry.object,
         outcome: entry.outcome,
+        details: entry.details,
         prev_hash: head.hash,
         hash: String::new(),
     };
@@ -123,84 +152,131 @@ pub struct ChainVerification {
     pub first_broken: Option<BrokenLink>,
 }
 
+/// Checks records one at a time, in chain order: the node's verify call walks its store with it,
+/// and `certplane audit verify --file` walks an export with it, offline.
+#[derive(Debug, Clone)]
+pub struct ChainVerifier {
+    expected_seq: u64,
+    expected_prev: String,
+    checked: u64,
+}
+
+impl Default for ChainVerifier {
+    fn default() -> Self {
+        ChainVerifier {
+            expected_seq: 1,
+            expected_prev: GENESIS_HASH.to_string(),
+            checked: 0,
+        }
+    }
+}
+
+impl ChainVerifier {
+    /// Check the next record. `key_seq` is where the record was stored, when known.
+    pub fn push(
+        &mut self,
+        key_seq: Option<u64>,
+        record: Result<AuditRecord, String>,
+    ) -> Result<(), BrokenLink> {
+        let record = record.map_err(|e| BrokenLink {
+            seq: self.expected_seq,
+            reason: format!("undecodable record: {e}"),
+        })?;
+        if record.seq != self.expected_seq || key_seq.is_some_and(|k| k != self.expected_seq) {
+            return Err(BrokenLink {
+                seq: self.expected_seq,
+                reason: format!(
+                    "expected record {}, found {}",
+                    self.expected_seq, record.seq
+                ),
+            });
+        }
+        if record.prev_hash != self.expected_prev {
+            return Err(BrokenLink {
+                seq: record.seq,
+                reason: "prev_hash does not match the previous record's hash".into(),
+            });
+        }
+        if record.compute_hash() != record.hash {
+            return Err(BrokenLink {
+                seq: record.seq,
+                reason: "record content does not match its hash".into(),
+            });
+        }
+        self.expected_prev = record.hash;
+        self.expected_seq += 1;
+        self.checked += 1;
+        Ok(())
+    }
+
+    /// A verifier for a chain excerpt that starts at `seq`, after a record whose hash is `prev`.
+    pub fn starting_at(seq: u64, prev: &str) -> Self {
+        ChainVerifier {
+            expected_seq: seq,
+            expected_prev: prev.to_string(),
+            checked: 0,
+        }
+    }
+
+    pub fn checked(&self) -> u64 {
+        self.checked
+    }
+
+    /// The head the records so far lead to.
+    pub fn head(&self) -> ChainHead {
+        ChainHead {
+            seq: self.expected_seq - 1,
+            hash: self.expected_prev.clone(),
+        }
+    }
+}
+
 /// Walk the whole chain in pages and report the first broken link.
 pub fn verify_chain(store: &impl StateRead) -> Result<ChainVerification, CoreError> {
     const PAGE: usize = 1024;
     let head = chain_head(store)?;
-    let mut expected_prev = GENESIS_HASH.to_string();
-    let mut expected_seq = 1u64;
-    let mut checked = 0u64;
+    let mut verifier = ChainVerifier::default();
     let mut from = seq_key(1).to_vec();
-    let broken = |seq: u64, reason: String, checked: u64, head: ChainHead| ChainVerification {
+    let broken = |link: BrokenLink, checked: u64, head: ChainHead| ChainVerification {
         ok: false,
         records_checked: checked,
         head,
-        first_broken: Some(BrokenLink { seq, reason }),
+        first_broken: Some(link),
     };
     loop {
         let page = store.scan(Keyspace::Audit, &from, &[], PAGE)?;
         let done = page.len() < PAGE;
         for (key, value) in &page {
-            let record: AuditRecord = match decode_record("audit record", value) {
-                Ok(r) => r,
-                Err(e) => {
-                    return Ok(broken(
-                        expected_seq,
-                        format!("undecodable record: {e}"),
-                        checked,
-                        head,
-                    ))
-                }
-            };
             let key_seq = key
                 .as_slice()
                 .try_into()
                 .map(u64::from_be_bytes)
                 .unwrap_or(0);
-            if record.seq != expected_seq || key_seq != expected_seq {
-                return Ok(broken(
-                    expected_seq,
-                    format!("expected record {expected_seq}, found {}", record.seq),
-                    checked,
-                    head,
-                ));
+            let record =
+                decode_record::<AuditRecord>("audit record", value).map_err(|e| e.to_string());
+            if let Err(link) = verifier.push(Some(key_seq), record) {
+                return Ok(broken(link, verifier.checked(), head));
             }
-            if record.prev_hash != expected_prev {
-                return Ok(broken(
-                    record.seq,
-                    "prev_hash does not match the previous record's hash".into(),
-                    checked,
-                    head,
-                ));
-            }
-            if record.compute_hash() != record.hash {
-                return Ok(broken(
-                    record.seq,
-                    "record content does not match its hash".into(),
-                    checked,
-                    head,
-                ));
-            }
-            expected_prev = record.hash;
-            expected_seq += 1;
-            checked += 1;
         }
         if done {
             break;
         }
-        from = seq_key(expected_seq).to_vec();
+        from = seq_key(verifier.checked() + 1).to_vec();
     }
-    if checked != head.seq || expected_prev != head.hash {
-        return Ok(broken(
-            expected_seq,
-            format!("chain ends at {checked} but the head says {}", head.seq),
-            checked,
-            head,
-        ));
+    let reached = verifier.head();
+    if reached != head {
+        let link = BrokenLink {
+            seq: reached.seq + 1,
+            reason: format!(
+                "chain ends at {} but the head says {}",
+                reached.seq, head.seq
+            ),
+        };
+        return Ok(broken(link, verifier.checked(), head));
     }
     Ok(ChainVerification {
         ok: true,
-        records_checked: checked,
+        records_checked: verifier.checked(),
         head,
         first_broken: None,
     })

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::json;
 
 mod commands;
+mod governance;
 mod issuance;
 
 use crate::config::ServerOptions;
@@ -96,6 +97,25 @@ pub enum Command {
         target: Target,
         #[command(subcommand)]
         command: issuance::RequestCommand,
+    },
+    /// Principals: bearer tokens and client-certificate subjects, with role bindings per zone.
+    Token {
+        #[command(flatten)]
+        target: Target,
+        #[command(subcommand)]
+        command: governance::TokenCommand,
+    },
+    /// Requests waiting for approval.
+    Approvals {
+        #[command(flatten)]
+        target: Target,
+        #[command(subcommand)]
+        command: governance::ApprovalsCommand,
+    },
+    /// The calling principal and its role bindings.
+    Whoami {
+        #[command(flatten)]
+        target: Target,
     },
     /// certplane's CAs: list, get, CRL, import an internal CA.
     Issuer {
@@ -258,8 +278,22 @@ pub enum AuditCommand {
         #[arg(long)]
         cursor: Option<String>,
     },
-    /// Verify the hash chain on the node at --addr.
-    Verify,
+    /// Verify the hash chain on the node at --addr, or offline in an export with --file.
+    Verify {
+        /// An export (`certplane audit export`): checked offline, no node needed.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// With --file: also require the chain to end at this head hash.
+        #[arg(long)]
+        head: Option<String>,
+    },
+    /// Download the audit trail as JSON lines (with the chain hashes) to FILE.
+    Export {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        from_seq: Option<u64>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -360,6 +394,9 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Zone { target, command } => issuance::zone(target, command).await,
         Command::Request { target, command } => issuance::request(target, command).await,
         Command::Issuer { target, command } => issuance::issuer(target, command).await,
+        Command::Token { target, command } => governance::token(target, command).await,
+        Command::Approvals { target, command } => governance::approvals(target, command).await,
+        Command::Whoami { target } => governance::whoami(target).await,
         Command::Snapshot {
             command: SnapshotCommand::Save { file, target },
         } => match client(&target).download("/v1/sys/snapshot", &file).await {

@@ -158,6 +158,10 @@ pub async fn start_node_with(
     let mut background = Vec::new();
     let worker = crate::workers::issuance::IssuanceWorker::new(node.clone(), kek, signers);
     background.push(tokio::spawn(worker.run(stop_rx.clone())));
+    background.push(tokio::spawn(crate::workers::approvals::run(
+        node.clone(),
+        stop_rx.clone(),
+    )));
     if !config.initial_cluster.is_empty() {
         let lowest = config.initial_cluster.keys().next().copied();
         if lowest == Some(config.node_id) {

@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::audit::{self, AuditEntry};
+use crate::audit::{self, AuditDetails, AuditEntry};
 use crate::certificate::CertificateRecord;
 use crate::command::{Applied, Command, Outcome, Proposal, Rejection};
 use crate::error::{CoreError, RejectCode};
@@ -26,7 +26,8 @@ mod zones;
 pub use approvals::{eligible_for_current_stage, APPROVAL_WORKER};
 pub use issuers::get_issuer;
 pub use requests::{
-    evaluate_request, get_request, issuance_queue_key, request_index_key, ISSUANCE_WORKER,
+    deadline_value, evaluate_request, get_request, issuance_queue_key, request_index_key,
+    APPROVAL_DEADLINE_INDEX, ISSUANCE_WORKER,
 };
 pub use tokens::{get_token, list_tokens};
 
@@ -150,6 +151,7 @@ fn finish(
             action: proposal.command.action(),
             object: proposal.command.object(),
             outcome: outcome_label,
+            details: audit_details(proposal, &result),
         },
     )?;
     if let Some(key) = idem_key {
@@ -166,6 +168,54 @@ fn finish(
         result,
         replayed: false,
     })
+}
+
+/// The accountable facts the audit record carries for this command and its result.
+fn audit_details(proposal: &Proposal, result: &Result<Applied, Rejection>) -> AuditDetails {
+    let mut d = AuditDetails {
+        actor_roles: proposal.actor.role_names(),
+        ..AuditDetails::default()
+    };
+    let request = match result {
+        Ok(Applied::RequestRecorded { request }) | Ok(Applied::RequestUpdated { request }) => {
+            Some(request.as_ref())
+        }
+        _ => None,
+    };
+    if let Some(r) = request {
+        d.request_id = Some(r.id.clone());
+        d.policy_versions = r.policy_versions.clone();
+        d.issuer = Some(r.issuer.clone());
+        d.certificate_id = r.certificate_id.clone();
+        if let Some(progress) = &r.approval {
+            d.approvers = progress.approvers();
+        }
+    }
+    match (&proposal.command, result) {
+        (Command::CompleteIssuance(done), Ok(_)) => {
+            d.serial = Some(done.details.serial.clone());
+        }
+        (Command::DecideApproval(decision), _) => {
+            d.request_id = Some(decision.request_id.clone());
+            d.comment = Some(decision.comment.clone()).filter(|c| !c.is_empty());
+        }
+        (Command::SubmitRequest(submit), Err(_)) => {
+            d.request_id = Some(submit.id.clone());
+        }
+        (_, Ok(Applied::CertificateRevoked { record })) => {
+            d.certificate_id = Some(record.id.clone());
+            d.serial = Some(record.details.serial.clone());
+            d.issuer = record.issuance.as_ref().map(|i| i.issuer.clone());
+        }
+        (_, Ok(Applied::KeyExportAllowed { id })) => {
+            d.certificate_id = Some(id.clone());
+        }
+        (_, Ok(Applied::ZoneStored { zone })) => {
+            d.policy_versions = vec![(zone.path.clone(), zone.version)];
+        }
+        _ => {}
+    }
+    d
 }
 
 /// `digest_n = SHA-256(digest_{n-1} || index || SHA-256(proposal) || audit hash)`: equal digests on two

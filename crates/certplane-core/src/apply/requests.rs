@@ -45,7 +45,22 @@ fn request_index_entries(record: &RequestRecord) -> Vec<Vec<u8>> {
     if let Some(owner) = &record.spec.owner {
         entries.push(request_index_key("owner", owner, &record.id));
     }
+    if let (RequestState::PendingApproval, Some(progress)) = (record.state, &record.approval) {
+        entries.push(request_index_key(
+            APPROVAL_DEADLINE_INDEX,
+            &deadline_value(progress.expires_at),
+            &record.id,
+        ));
+    }
     entries
+}
+
+/// Request index kind of pending requests by approval deadline, for the leader's approval worker.
+pub const APPROVAL_DEADLINE_INDEX: &str = "approval_deadline";
+
+/// A deadline as an index value that sorts in time order (milliseconds, zero-padded).
+pub fn deadline_value(at: Timestamp) -> String {
+    format!("{:020}", at.0.max(0))
 }
 
 /// Issuance-queue key: the log index at which the request was approved (8 bytes, big-endian), then

@@ -554,7 +554,22 @@ fn invalid_policies_are_refused_and_canonicalised() {
         vec!["api.example.com", ".corp.example"]
     );
     assert!(canonical.validate().is_ok());
-    assert_eq!(FIELDS.len(), 15);
+    assert_eq!(FIELDS.len(), 18);
+    for bad in [
+        r#"{"approval_stages":{"value":[{"name":"","count":1}]}}"#,
+        r#"{"approval_stages":{"value":[{"name":"s","count":0}]}}"#,
+        r#"{"approval_stages":{"value":[{"name":"s","count":17}]}}"#,
+        r#"{"approval_stages":{"value":[{"name":"s","group":" "}]}}"#,
+        r#"{"approval_timeout":{"value":"0s"}}"#,
+        r#"{"approval_timeout":{"value":"400d"}}"#,
+    ] {
+        let raw: ZonePolicy = serde_json::from_str(bad).unwrap();
+        assert!(raw.normalized().is_err(), "{bad}");
+    }
+    assert!(serde_json::from_str::<ZonePolicy>(
+        r#"{"approval_stages":{"value":[{"name":"s","role":"root"}]}}"#
+    )
+    .is_err());
 }
 
 #[test]

@@ -4,6 +4,7 @@ use axum::extract::State;
 use axum::Json;
 use certplane_core::audit::{verify_chain, AuditRecord, ChainVerification};
 use certplane_core::query::{list_audit, AuditFilter, QueryError};
+use certplane_core::store::StateRead;
 use certplane_core::Timestamp;
 use serde::Deserialize;
 
@@ -74,4 +75,83 @@ pub async fn verify(
         blocking(move || verify_chain(&view).map_err(|e| ApiError::unavailable(e.to_string())))
             .await?;
     Ok(Json(report))
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ExportQuery {
+    /// First sequence number to export (default 1: the whole chain).
+    pub from_seq: Option<u64>,
+    pub consistency: Option<String>,
+}
+
+/// The audit trail as JSON lines, one record per line in chain order, each exactly as hashed (see
+/// docs/audit-chain.md). `certplane audit verify --file` checks such an export offline.
+#[utoipa::path(get, path = "/v1/audit/export", tag = "audit", security(("bearer" = [])), params(("from_seq" = Option<u64>, Query, description = "First sequence number (default 1)")), responses((status = 200, description = "application/x-ndjson: one audit record per line, in chain order", content_type = "application/x-ndjson"), (status = 400, description = "Invalid query", body = ErrorResponse), (status = 401, description = "Missing or invalid credentials", body = ErrorResponse), (status = 403, description = "Needs audit_read on /", body = ErrorResponse), (status = 503, description = "Unavailable; retry", body = ErrorResponse)))]
+pub async fn export(
+    State(state): State<AppState>,
+    Auth(_p): Auth,
+    consistency: Consistency,
+    ApiQuery(q): ApiQuery<ExportQuery>,
+) -> ApiResult<axum::response::Response> {
+    use axum::response::IntoResponse;
+    const PAGE: usize = 512;
+    let from_seq = q.from_seq.unwrap_or(1).max(1);
+    read_barrier(&state, consistency).await?;
+    // The head at the start bounds the export: records appended meanwhile are left for the next one.
+    let view = state.node.view();
+    let head = blocking(move || {
+        certplane_core::audit::chain_head(&view).map_err(|e| ApiError::unavailable(e.to_string()))
+    })
+    .await?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<axum::body::Bytes, std::io::Error>>(4);
+    let node = state.node.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut seq = from_seq;
+        while seq <= head.seq {
+            let view = node.view();
+            let rows = match view.scan(
+                certplane_core::Keyspace::Audit,
+                &certplane_core::keys::seq_key(seq),
+                &[],
+                PAGE,
+            ) {
+                Ok(rows) => rows,
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+                    return;
+                }
+            };
+            if rows.is_empty() {
+                return;
+            }
+            let mut chunk = Vec::with_capacity(rows.len() * 512);
+            for (_, value) in rows {
+                // Stored records are a version byte then the JSON that was hashed.
+                let Some((_, json)) = value.split_first() else {
+                    continue;
+                };
+                if seq > head.seq {
+                    break;
+                }
+                chunk.extend_from_slice(json);
+                chunk.push(b'\n');
+                seq += 1;
+            }
+            if tx.blocking_send(Ok(chunk.into())).is_err() {
+                return;
+            }
+        }
+    });
+    let body = axum::body::Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
+    let mut response = body.into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/x-ndjson"),
+    );
+    if let Ok(value) = axum::http::HeaderValue::from_str(&format!("{}:{}", head.seq, head.hash)) {
+        headers.insert("x-certplane-audit-head", value);
+    }
+    Ok(response)
 }

@@ -1,6 +1,7 @@
 //! The HTTP API: routes, shared state and the mapping of cluster errors to HTTP answers.
 
 pub mod access;
+pub mod approvals;
 pub mod audit;
 pub mod certificates;
 pub mod error;
@@ -83,6 +84,15 @@ pub fn router(state: AppState) -> Router {
             get(requests::list).post(requests::create),
         )
         .route("/v1/certificate-requests/{id}", get(requests::get_one))
+        .route(
+            "/v1/certificate-requests/{id}/approve",
+            post(approvals::approve),
+        )
+        .route(
+            "/v1/certificate-requests/{id}/reject",
+            post(approvals::reject),
+        )
+        .route("/v1/approvals", get(approvals::list))
         .route("/v1/zones", get(zones::list))
         .route(
             "/v1/zones/{*path}",
@@ -94,6 +104,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/issuers/{name}/issued", get(issuers::issued))
         .route("/v1/audit", get(audit::list))
         .route("/v1/audit/verify", get(audit::verify))
+        .route("/v1/audit/export", get(audit::export))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             access::authorize,

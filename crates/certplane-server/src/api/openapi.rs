@@ -5,7 +5,7 @@ use serde::Serialize;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
-use super::{audit, certificates, issuers, ops, requests, sys, tokens, zones};
+use super::{approvals, audit, certificates, issuers, ops, requests, sys, tokens, zones};
 
 /// The shape of every error answer.
 #[derive(Serialize, ToSchema)]
@@ -64,6 +64,9 @@ impl Modify for BearerAuth {
         requests::create,
         requests::get_one,
         requests::list,
+        approvals::approve,
+        approvals::reject,
+        approvals::list,
         zones::list,
         zones::get,
         zones::put,
@@ -75,10 +78,12 @@ impl Modify for BearerAuth {
         issuers::issued,
         audit::list,
         audit::verify,
+        audit::export,
     ),
     components(schemas(
         ErrorResponse,
         ErrorDetail,
+        approvals::DecisionBody,
         tokens::CreateTokenBody,
         tokens::BindingBody,
         tokens::TokenView,

@@ -341,6 +341,11 @@ pub struct RequestView {
     pub renewal_of: Option<String>,
     pub error: Option<String>,
     pub generation: u64,
+    /// The approval workflow: stages (copied from the zone at submission), the stage deciding now,
+    /// every decision with its comment, and the deadline.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub approval: Option<serde_json::Value>,
     /// The issued certificate, once there is one.
     pub certificate: Option<CertificateView>,
     /// What certplane chose not to honour from the submission (only on the submission's answer).
@@ -375,6 +380,10 @@ impl RequestView {
             renewal_of: r.spec.renewal_of,
             error: r.error,
             generation: r.generation,
+            approval: r
+                .approval
+                .as_ref()
+                .and_then(|a| serde_json::to_value(a).ok()),
             certificate,
             warnings: Vec::new(),
         }
@@ -430,7 +439,7 @@ pub async fn submit(
 }
 
 /// Follow the local state machine until the request is final or pending approval, or `wait` passes.
-async fn wait_for_progress(
+pub async fn wait_for_progress(
     state: &AppState,
     record: RequestRecord,
     wait: Duration,
@@ -471,7 +480,7 @@ async fn wait_for_progress(
     }
 }
 
-async fn certificate_of(
+pub async fn certificate_of(
     state: &AppState,
     record: &RequestRecord,
 ) -> ApiResult<Option<CertificateView>> {

@@ -288,24 +288,42 @@ pub(super) async fn audit(target: Target, command: AuditCommand) -> i32 {
                 Err(e) => fail(&e),
             }
         }
-        AuditCommand::Verify => match c.get("/v1/audit/verify", &[]).await {
+        AuditCommand::Export { out, from_seq } => {
+            let path = match from_seq {
+                Some(n) => format!("/v1/audit/export?from_seq={n}"),
+                None => "/v1/audit/export".to_string(),
+            };
+            match c.download(&path, &out).await {
+                Ok(bytes) => {
+                    print(
+                        target.output,
+                        &serde_json::json!({ "file": out, "bytes": bytes }),
+                        |_| format!("exported {bytes} bytes to {}", out.display()),
+                    );
+                    0
+                }
+                Err(e) => fail(&e),
+            }
+        }
+        AuditCommand::Verify {
+            file: Some(file),
+            head,
+        } => match verify_export(&file, head.as_deref()) {
+            Ok(report) => {
+                let ok = report["ok"].as_bool() == Some(true);
+                print(target.output, &report, verify_text);
+                if ok {
+                    0
+                } else {
+                    1
+                }
+            }
+            Err(e) => local_fail(e),
+        },
+        AuditCommand::Verify { file: None, .. } => match c.get("/v1/audit/verify", &[]).await {
             Ok(v) => {
                 let ok = v["ok"].as_bool() == Some(true);
-                print(target.output, &v, |v| {
-                    if ok {
-                        format!(
-                            "audit chain OK: {} records, head {}",
-                            v["records_checked"],
-                            v["head"]["hash"].as_str().unwrap_or("")
-                        )
-                    } else {
-                        format!(
-                            "audit chain BROKEN at record {}: {}",
-                            v["first_broken"]["seq"],
-                            v["first_broken"]["reason"].as_str().unwrap_or("")
-                        )
-                    }
-                });
+                print(target.output, &v, verify_text);
                 if ok {
                     0
                 } else {
@@ -315,4 +333,69 @@ pub(super) async fn audit(target: Target, command: AuditCommand) -> i32 {
             Err(e) => fail(&e),
         },
     }
+}
+
+fn verify_text(v: &Value) -> String {
+    if v["ok"].as_bool() == Some(true) {
+        format!(
+            "audit chain OK: {} records, head {}",
+            v["records_checked"],
+            v["head"]["hash"].as_str().unwrap_or("")
+        )
+    } else {
+        format!(
+            "audit chain BROKEN at record {}: {}",
+            v["first_broken"]["seq"],
+            v["first_broken"]["reason"].as_str().unwrap_or("")
+        )
+    }
+}
+
+/// Check an export line by line, offline: the same verifier the nodes run over their store. An
+/// export may start after record 1 (`--from-seq`), in which case its first record's `prev_hash` is
+/// taken as given.
+pub fn verify_export(path: &std::path::Path, head: Option<&str>) -> Result<Value, String> {
+    use certplane_core::audit::{AuditRecord, ChainVerifier};
+    use std::io::BufRead;
+    let file =
+        std::fs::File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    let mut verifier: Option<ChainVerifier> = None;
+    let mut broken = None;
+    for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let line = line.map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let record =
+            serde_json::from_str::<AuditRecord>(&line).map_err(|e| format!("line {}: {e}", n + 1));
+        let v = verifier.get_or_insert_with(|| match &record {
+            Ok(first) => ChainVerifier::starting_at(first.seq, &first.prev_hash),
+            Err(_) => ChainVerifier::default(),
+        });
+        if let Err(link) = v.push(None, record) {
+            broken = Some(link);
+            break;
+        }
+    }
+    let verifier = verifier.unwrap_or_default();
+    let reached = verifier.head();
+    if broken.is_none() {
+        if let Some(expected) = head {
+            if expected != reached.hash {
+                broken = Some(certplane_core::audit::BrokenLink {
+                    seq: reached.seq,
+                    reason: format!(
+                        "the export ends at head {} but {expected} was expected",
+                        reached.hash
+                    ),
+                });
+            }
+        }
+    }
+    Ok(serde_json::json!({
+        "ok": broken.is_none(),
+        "records_checked": verifier.checked(),
+        "head": reached,
+        "first_broken": broken,
+    }))
 }

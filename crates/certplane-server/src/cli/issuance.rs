@@ -76,6 +76,18 @@ pub enum RequestCommand {
     Get {
         id: String,
     },
+    /// Approve the current approval stage of a pending request.
+    Approve {
+        id: String,
+        #[arg(long, default_value = "")]
+        comment: String,
+    },
+    /// Reject a pending request (ends it).
+    Reject {
+        id: String,
+        #[arg(long)]
+        comment: String,
+    },
     List {
         #[arg(long)]
         state: Option<String>,
@@ -405,6 +417,12 @@ pub async fn request(target: Target, command: RequestCommand) -> i32 {
                 }
                 Err(e) => Err(e),
             }
+        }
+        RequestCommand::Approve { id, comment } => {
+            return super::governance::decide(&target, &id, true, comment).await
+        }
+        RequestCommand::Reject { id, comment } => {
+            return super::governance::decide(&target, &id, false, comment).await
         }
         RequestCommand::Get { id } => c
             .get(&format!("/v1/certificate-requests/{id}"), &[])

@@ -1,4 +1,5 @@
 //! Leader-only automation: workers that read intents from the replicated state, perform the side
 //! effect, and propose the outcome back through Raft (DESIGN.md section 3).
 
+pub mod approvals;
 pub mod issuance;
