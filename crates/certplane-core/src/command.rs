@@ -141,6 +141,18 @@ pub enum Command {
     ExpireApproval {
         request_id: String,
     },
+    /// Subscribe a URL to events in a zone (the proposer sealed the signing secret).
+    CreateWebhook(Box<crate::webhook::WebhookRecord>),
+    DeleteWebhook {
+        id: String,
+    },
+    /// The delivery worker's outcome for one attempt.
+    RecordDelivery {
+        delivery_id: String,
+        /// 1 for the first attempt; must be one more than the attempts recorded so far.
+        attempt: u32,
+        outcome: crate::webhook::AttemptOutcome,
+    },
     /// A no-op write used by health probes and benchmarks to measure the write path.
     Noop,
 }
@@ -166,6 +178,9 @@ impl Command {
                 crate::request::Decision::Reject => "request.reject",
             },
             Command::ExpireApproval { .. } => "request.expire",
+            Command::CreateWebhook(_) => "webhook.create",
+            Command::DeleteWebhook { .. } => "webhook.delete",
+            Command::RecordDelivery { .. } => "webhook.delivery",
             Command::Noop => "sys.noop",
         }
     }
@@ -188,6 +203,9 @@ impl Command {
             Command::RevokeToken { id } => format!("token/{id}"),
             Command::DecideApproval(d) => format!("request/{}", d.request_id),
             Command::ExpireApproval { request_id } => format!("request/{request_id}"),
+            Command::CreateWebhook(w) => format!("webhook/{}", w.id),
+            Command::DeleteWebhook { id } => format!("webhook/{id}"),
+            Command::RecordDelivery { delivery_id, .. } => format!("delivery/{delivery_id}"),
             Command::Noop => "-".into(),
         }
     }
@@ -303,6 +321,15 @@ pub enum Applied {
     },
     TokenCreated {
         token: Box<TokenRecord>,
+    },
+    WebhookStored {
+        webhook: Box<crate::webhook::WebhookRecord>,
+    },
+    WebhookDeleted {
+        id: String,
+    },
+    DeliveryUpdated {
+        delivery: Box<crate::webhook::DeliveryRecord>,
     },
     TokenRevoked {
         token: Box<TokenRecord>,

@@ -17,6 +17,7 @@ pub mod meta {
     pub const AUDIT_HEAD: &[u8] = b"audit_head";
     pub const STATE_DIGEST: &[u8] = b"state_digest";
     pub const COUNTS: &[u8] = b"counts";
+    pub const WEBHOOK_COUNT: &[u8] = b"webhook_count";
 }
 
 pub fn encode_record<T: Serialize>(value: &T) -> Vec<u8> {

@@ -24,6 +24,7 @@ pub mod query;
 pub mod request;
 pub mod store;
 pub mod time;
+pub mod webhook;
 pub mod zone;
 
 pub use apply::{apply, EntryContext};

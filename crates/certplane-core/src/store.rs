@@ -53,10 +53,18 @@ pub enum Keyspace {
     IssuedSerials,
     /// issuer name ++ 0 ++ serial hex -> RevocationRecord: what the issuer's CRL lists
     Revocations,
+    /// webhook id -> WebhookRecord
+    Webhooks,
+    /// delivery id -> DeliveryRecord (every delivery, with its outcome)
+    Deliveries,
+    /// delivery id -> (): deliveries the leader still has to make (intents)
+    DeliveryQueue,
+    /// webhook id ++ 0 ++ delivery id -> (): a subscription's deliveries
+    DeliveriesByWebhook,
 }
 
 impl Keyspace {
-    pub const ALL: [Keyspace; 21] = [
+    pub const ALL: [Keyspace; 25] = [
         Keyspace::Certificates,
         Keyspace::ByFingerprint,
         Keyspace::ByExpiry,
@@ -78,6 +86,10 @@ impl Keyspace {
         Keyspace::Issuers,
         Keyspace::IssuedSerials,
         Keyspace::Revocations,
+        Keyspace::Webhooks,
+        Keyspace::Deliveries,
+        Keyspace::DeliveryQueue,
+        Keyspace::DeliveriesByWebhook,
     ];
 
     pub fn name(self) -> &'static str {
@@ -103,6 +115,10 @@ impl Keyspace {
             Keyspace::Issuers => "sm_issuers",
             Keyspace::IssuedSerials => "sm_issued_serials",
             Keyspace::Revocations => "sm_revocations",
+            Keyspace::Webhooks => "sm_webhooks",
+            Keyspace::Deliveries => "sm_deliveries",
+            Keyspace::DeliveryQueue => "sm_delivery_queue",
+            Keyspace::DeliveriesByWebhook => "sm_deliveries_by_webhook",
         }
     }
 

@@ -13,6 +13,7 @@ mod issuance;
 
 use crate::config::ServerOptions;
 use commands::{audit, cert, client, cluster, fail, local_fail, print};
+pub use commands::verify_export;
 
 #[derive(Debug, Parser)]
 #[command(name = "certplane", version, about = "A highly available control plane for TLS certificates", after_help = EXIT_CODES)]
@@ -45,6 +46,25 @@ pub struct Target {
     pub token: Option<String>,
     #[arg(long, value_enum, default_value = "text", global = true)]
     pub output: Output,
+    /// CA certificate (PEM) that signed the API's TLS certificate, for an https:// address.
+    #[arg(long, env = "CERTPLANE_CA_FILE", global = true)]
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS, instead of a token.
+    #[arg(
+        long,
+        env = "CERTPLANE_CLIENT_CERT",
+        global = true,
+        requires = "client_key"
+    )]
+    pub client_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(
+        long,
+        env = "CERTPLANE_CLIENT_KEY",
+        global = true,
+        requires = "client_cert"
+    )]
+    pub client_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

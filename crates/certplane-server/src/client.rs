@@ -68,6 +68,32 @@ impl ApiClient {
         }
     }
 
+    /// A client for an https:// API: trust `ca_pem` (besides nothing else), and present
+    /// `identity_pem` (certificate then key, PEM) for mutual TLS. Unreadable material falls back to
+    /// a client without it, whose requests then fail with a clear TLS or 401 error.
+    pub fn with_tls(
+        base: &str,
+        token: Option<String>,
+        ca_pem: Option<Vec<u8>>,
+        identity_pem: Option<Vec<u8>>,
+    ) -> Self {
+        let mut builder = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .connect_timeout(Duration::from_secs(3));
+        if let Some(ca) = ca_pem.and_then(|pem| reqwest::Certificate::from_pem(&pem).ok()) {
+            builder = builder.tls_certs_only([ca]);
+        }
+        if let Some(identity) = identity_pem.and_then(|pem| reqwest::Identity::from_pem(&pem).ok())
+        {
+            builder = builder.identity(identity);
+        }
+        ApiClient {
+            base: base.trim_end_matches('/').to_string(),
+            token,
+            http: builder.build().unwrap_or_else(|_| reqwest::Client::new()),
+        }
+    }
+
     pub fn base(&self) -> &str {
         &self.base
     }

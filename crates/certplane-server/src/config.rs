@@ -81,6 +81,22 @@ pub struct ServerOptions {
     /// Largest accepted request body in bytes.
     #[arg(long, env = "CERTPLANE_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<usize>,
+    /// Serve the HTTP API over TLS with this certificate chain (PEM).
+    #[arg(long, env = "CERTPLANE_API_TLS_CERT")]
+    pub api_tls_cert: Option<PathBuf>,
+    /// The API certificate's private key (PEM).
+    #[arg(long, env = "CERTPLANE_API_TLS_KEY")]
+    pub api_tls_key: Option<PathBuf>,
+    /// CA certificates (PEM) whose client certificates may authenticate over mutual TLS; clients
+    /// without a certificate still use bearer tokens.
+    #[arg(long, env = "CERTPLANE_API_CLIENT_CA")]
+    pub api_client_ca: Option<PathBuf>,
+    /// First webhook retry delay in milliseconds; each further retry doubles it (at most 10 minutes).
+    #[arg(long, env = "CERTPLANE_WEBHOOK_RETRY_BASE_MS")]
+    pub webhook_retry_base_ms: Option<u64>,
+    /// Attempts per webhook delivery before it is recorded as failed.
+    #[arg(long, env = "CERTPLANE_WEBHOOK_MAX_ATTEMPTS")]
+    pub webhook_max_attempts: Option<u64>,
     /// Log filter (tracing-subscriber EnvFilter syntax).
     #[arg(long, env = "CERTPLANE_LOG")]
     pub log: Option<String>,
@@ -104,7 +120,32 @@ pub struct ServerConfig {
     pub insecure: bool,
     pub raft: RaftTiming,
     pub max_body_bytes: usize,
+    pub api_tls: Option<ApiTls>,
+    pub webhooks: WebhookSettings,
     pub log: String,
+}
+
+/// TLS for the HTTP API, optionally verifying client certificates (mutual TLS).
+#[derive(Debug, Clone)]
+pub struct ApiTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct WebhookSettings {
+    pub retry_base_ms: u64,
+    pub max_attempts: u32,
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        WebhookSettings {
+            retry_base_ms: 1000,
+            max_attempts: 12,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -170,6 +211,11 @@ impl ServerOptions {
             snapshot_every,
             keep_after_snapshot,
             max_body_bytes,
+            api_tls_cert,
+            api_tls_key,
+            api_client_ca,
+            webhook_retry_base_ms,
+            webhook_max_attempts,
             log
         )
     }
@@ -194,6 +240,18 @@ impl ServerOptions {
             (None, None, None) => None,
             _ => anyhow::bail!("--tls-ca, --tls-cert and --tls-key go together"),
         };
+        let api_tls = match (opts.api_tls_cert, opts.api_tls_key, opts.api_client_ca) {
+            (Some(cert), Some(key), client_ca) => Some(ApiTls {
+                cert,
+                key,
+                client_ca,
+            }),
+            (None, None, None) => None,
+            _ => anyhow::bail!(
+                "--api-tls-cert and --api-tls-key go together, and --api-client-ca needs them"
+            ),
+        };
+        let webhook_default = WebhookSettings::default();
         let config = ServerConfig {
             node_id: opts
                 .node_id
@@ -233,6 +291,16 @@ impl ServerOptions {
                     .unwrap_or(timing_default.keep_after_snapshot),
             },
             max_body_bytes: opts.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES),
+            api_tls,
+            webhooks: WebhookSettings {
+                retry_base_ms: opts
+                    .webhook_retry_base_ms
+                    .unwrap_or(webhook_default.retry_base_ms),
+                max_attempts: opts
+                    .webhook_max_attempts
+                    .map(|n| n.clamp(1, 100) as u32)
+                    .unwrap_or(webhook_default.max_attempts),
+            },
             log: opts.log.unwrap_or_else(|| "info".into()),
         };
         config.validate()?;

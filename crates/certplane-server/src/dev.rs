@@ -99,6 +99,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             insecure: false,
             raft: RaftTiming::default(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            api_tls: None,
+            webhooks: Default::default(),
             log: args.log.clone(),
         };
         handles.push(start_node(&config, api, cluster).await?);

@@ -2,6 +2,7 @@
 //! library so cluster tests and benchmarks start the real thing in-process on `127.0.0.1:0`.
 
 pub mod api;
+pub mod api_tls;
 pub mod cli;
 pub mod client;
 pub mod config;

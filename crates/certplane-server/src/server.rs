@@ -138,8 +138,16 @@ pub async fn start_node_with(
         crls: Arc::new(api::issuers::CrlCache::default()),
     };
     let app = api::router(state);
+    let api_tls = match &config.api_tls {
+        Some(tls) => Some(crate::api_tls::server_config(tls).context("the API's TLS settings")?),
+        None => None,
+    };
     let mut api_stop = stop_rx.clone();
     let api_task = tokio::spawn(async move {
+        if let Some(tls) = api_tls {
+            crate::api_tls::serve(api_listener, app, tls, api_stop).await;
+            return;
+        }
         let shutdown = async move {
             let _ = api_stop.wait_for(|s| *s).await;
         };
@@ -156,8 +164,11 @@ pub async fn start_node_with(
     });
 
     let mut background = Vec::new();
-    let worker = crate::workers::issuance::IssuanceWorker::new(node.clone(), kek, signers);
+    let worker = crate::workers::issuance::IssuanceWorker::new(node.clone(), kek.clone(), signers);
     background.push(tokio::spawn(worker.run(stop_rx.clone())));
+    let deliveries =
+        crate::workers::webhooks::DeliveryWorker::new(node.clone(), kek.clone(), config.webhooks);
+    background.push(tokio::spawn(deliveries.run(stop_rx.clone())));
     background.push(tokio::spawn(crate::workers::approvals::run(
         node.clone(),
         stop_rx.clone(),

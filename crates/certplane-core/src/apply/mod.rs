@@ -21,6 +21,7 @@ mod inventory;
 mod issuers;
 mod requests;
 mod tokens;
+mod webhooks;
 mod zones;
 
 pub use approvals::{eligible_for_current_stage, APPROVAL_WORKER};
@@ -30,6 +31,7 @@ pub use requests::{
     APPROVAL_DEADLINE_INDEX, ISSUANCE_WORKER,
 };
 pub use tokens::{get_token, list_tokens};
+pub use webhooks::{get_delivery, get_webhook, list_webhooks, DELIVERY_WORKER};
 
 /// Where the entry sits in the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,6 +126,13 @@ pub fn apply(
         Command::ExpireApproval { request_id } => {
             approvals::expire(store, entry, proposal, request_id)?
         }
+        Command::CreateWebhook(w) => webhooks::create_webhook(store, proposal, w)?,
+        Command::DeleteWebhook { id } => webhooks::delete_webhook(store, proposal, id)?,
+        Command::RecordDelivery {
+            delivery_id,
+            attempt,
+            outcome,
+        } => webhooks::record_delivery(store, proposal, delivery_id, *attempt, outcome)?,
         Command::Noop => Ok(Applied::Noop),
     };
     finish(store, entry, proposal, result, idem_key)
@@ -137,6 +146,7 @@ fn finish(
     result: Result<Applied, Rejection>,
     idem_key: Option<Vec<u8>>,
 ) -> Result<Outcome, CoreError> {
+    webhooks::emit_events(store, entry, proposal, &result)?;
     let outcome_label = match &result {
         Ok(_) => "ok".to_string(),
         Err(r) => format!("rejected:{}", r.code.as_str()),

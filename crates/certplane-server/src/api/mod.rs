@@ -13,6 +13,7 @@ pub mod requests;
 pub mod sys;
 pub mod tokens;
 pub mod view;
+pub mod webhooks;
 pub mod zones;
 
 use std::sync::Arc;
@@ -102,6 +103,12 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/issuers/{name}", get(issuers::get_one))
         .route("/v1/issuers/{name}/crl", get(issuers::crl))
         .route("/v1/issuers/{name}/issued", get(issuers::issued))
+        .route("/v1/webhooks", get(webhooks::list).post(webhooks::create))
+        .route(
+            "/v1/webhooks/{id}",
+            get(webhooks::get_one).delete(webhooks::delete),
+        )
+        .route("/v1/webhooks/{id}/deliveries", get(webhooks::deliveries))
         .route("/v1/audit", get(audit::list))
         .route("/v1/audit/verify", get(audit::verify))
         .route("/v1/audit/export", get(audit::export))

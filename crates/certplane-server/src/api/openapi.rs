@@ -5,7 +5,7 @@ use serde::Serialize;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
-use super::{approvals, audit, certificates, issuers, ops, requests, sys, tokens, zones};
+use super::{approvals, audit, certificates, issuers, ops, requests, sys, tokens, webhooks, zones};
 
 /// The shape of every error answer.
 #[derive(Serialize, ToSchema)]
@@ -76,6 +76,11 @@ impl Modify for BearerAuth {
         issuers::import,
         issuers::crl,
         issuers::issued,
+        webhooks::create,
+        webhooks::list,
+        webhooks::get_one,
+        webhooks::delete,
+        webhooks::deliveries,
         audit::list,
         audit::verify,
         audit::export,
@@ -84,6 +89,10 @@ impl Modify for BearerAuth {
         ErrorResponse,
         ErrorDetail,
         approvals::DecisionBody,
+        webhooks::CreateWebhookBody,
+        webhooks::WebhookView,
+        webhooks::CreatedWebhook,
+        webhooks::DeliveryView,
         tokens::CreateTokenBody,
         tokens::BindingBody,
         tokens::TokenView,

@@ -26,7 +26,21 @@ pub(super) fn local_fail(message: impl std::fmt::Display) -> i32 {
 }
 
 pub(super) fn client(t: &Target) -> ApiClient {
-    ApiClient::new(&t.addr, t.token.clone())
+    match (&t.ca_file, &t.client_cert, &t.client_key) {
+        (None, None, None) => ApiClient::new(&t.addr, t.token.clone()),
+        (ca, cert, key) => {
+            let read =
+                |p: &Option<std::path::PathBuf>| p.as_ref().and_then(|p| std::fs::read(p).ok());
+            let identity = match (read(cert), read(key)) {
+                (Some(mut c), Some(k)) => {
+                    c.extend_from_slice(&k);
+                    Some(c)
+                }
+                _ => None,
+            };
+            ApiClient::with_tls(&t.addr, t.token.clone(), read(ca), identity)
+        }
+    }
 }
 
 fn cert_line(c: &Value) -> String {

@@ -3,3 +3,4 @@
 
 pub mod approvals;
 pub mod issuance;
+pub mod webhooks;
