@@ -167,6 +167,8 @@ impl TestCluster {
                 insecure: true,
                 raft: RaftTiming::default(),
                 max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+                api_tls: None,
+                webhooks: Default::default(),
                 log: "warn".into(),
             };
             tune(&mut config);
