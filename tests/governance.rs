@@ -5,12 +5,13 @@
 
 mod support;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::{json, Value};
+use support::webhooks::{start_receiver, Receiver};
 use support::{wait_for, TestCluster};
 
 struct Kek {
@@ -783,94 +784,6 @@ async fn tokens_expire_revoke_and_the_last_root_admin_stays() {
 // 4. Webhooks
 // ---------------------------------------------------------------------------------------------------
 
-#[derive(Default)]
-struct Receiver {
-    /// Attempts seen per delivery id (every POST).
-    attempts: HashMap<String, u32>,
-    /// Deliveries accepted (answered 2xx the first time a valid attempt got through).
-    accepted: BTreeMap<String, String>,
-    /// Valid attempts for an id already accepted (a leader died before recording the outcome).
-    duplicates: u32,
-    bad_signatures: u32,
-}
-
-fn verify_signature(secret: &str, header: &str, body: &[u8]) -> bool {
-    let mut t = None;
-    let mut v1 = None;
-    for part in header.split(',') {
-        match part.split_once('=') {
-            Some(("t", value)) => t = value.parse::<i64>().ok(),
-            Some(("v1", value)) => v1 = hex::decode(value).ok(),
-            _ => {}
-        }
-    }
-    let (Some(t), Some(v1)) = (t, v1) else {
-        return false;
-    };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    if (now - t).abs() > 300 {
-        return false;
-    }
-    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
-    let mut signed = format!("{t}.").into_bytes();
-    signed.extend_from_slice(body);
-    ring::hmac::verify(&key, &signed, &v1).is_ok()
-}
-
-/// A local receiver that fails the first three attempts of every delivery, then accepts.
-async fn start_receiver(secret: Arc<Mutex<String>>, state: Arc<Mutex<Receiver>>) -> String {
-    use axum::http::{HeaderMap, StatusCode};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let app = axum::Router::new().route(
-        "/hook",
-        axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| {
-            let secret = secret.clone();
-            let state = state.clone();
-            async move {
-                let header = |name: &str| {
-                    headers
-                        .get(name)
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("")
-                        .to_string()
-                };
-                let id = header("certplane-delivery");
-                let signature = header("certplane-signature");
-                let secret = secret.lock().expect("lock").clone();
-                let mut s = state.lock().expect("lock");
-                let n = {
-                    let n = s.attempts.entry(id.clone()).or_default();
-                    *n += 1;
-                    *n
-                };
-                if !verify_signature(&secret, &signature, &body) {
-                    s.bad_signatures += 1;
-                    return StatusCode::UNAUTHORIZED;
-                }
-                if n <= 3 {
-                    return StatusCode::SERVICE_UNAVAILABLE;
-                }
-                if s.accepted.contains_key(&id) {
-                    s.duplicates += 1;
-                } else {
-                    s.accepted.insert(id, header("certplane-event"));
-                }
-                StatusCode::NO_CONTENT
-            }
-        }),
-    );
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    format!("http://{addr}/hook")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhooks_are_signed_retried_and_not_lost_by_a_leader_kill() {
     let kek = kek();
@@ -999,7 +912,7 @@ async fn webhooks_are_signed_retried_and_not_lost_by_a_leader_kill() {
     ] {
         assert!(kinds.contains(kind), "no {kind} delivery: {kinds:?}");
     }
-    let got = received.lock().expect("lock");
+    let got = std::mem::take(&mut *received.lock().expect("lock"));
     assert_eq!(got.bad_signatures, 0);
     let ids: BTreeSet<String> = deliveries
         .iter()
@@ -1016,7 +929,6 @@ async fn webhooks_are_signed_retried_and_not_lost_by_a_leader_kill() {
             d["event"].as_str()
         );
     }
-    drop(got);
     cluster.wait_converged().await;
     cluster.shutdown().await;
 }

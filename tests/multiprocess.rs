@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use support::webhooks::{start_receiver, Receiver};
 use support::{wait_for, Certs};
 
 const BIN: &str = env!("CARGO_BIN_EXE_certplane");
@@ -106,7 +107,7 @@ fn write_tls(dir: &Path) {
 }
 
 /// Three `certplane server` processes with mutual TLS and one KEK, started and initialised.
-async fn start_three(dir: &Path) -> (Vec<Proc>, reqwest::Client, String) {
+async fn start_three(dir: &Path, extra: &[&str]) -> (Vec<Proc>, reqwest::Client, String) {
     let tls = dir.join("tls");
     write_tls(&tls);
     let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
@@ -121,7 +122,7 @@ async fn start_three(dir: &Path) -> (Vec<Proc>, reqwest::Client, String) {
         .enumerate()
         .map(|(i, (api, cluster))| {
             let id = i as u64 + 1;
-            let args = vec![
+            let args: Vec<String> = [
                 "server".to_string(),
                 format!("--node-id={id}"),
                 format!("--data-dir={}", dir.join(format!("node-{id}")).display()),
@@ -139,7 +140,10 @@ async fn start_three(dir: &Path) -> (Vec<Proc>, reqwest::Client, String) {
                 ),
                 format!("--kek-file={}", tls.join("kek").display()),
                 "--log=warn".to_string(),
-            ];
+            ]
+            .into_iter()
+            .chain(extra.iter().map(|a| a.to_string()))
+            .collect();
             Proc {
                 id,
                 api: format!("http://127.0.0.1:{api}"),
@@ -199,7 +203,7 @@ async fn wait_same_state(http: &reqwest::Client, apis: &[String], token: &str) {
 async fn leader_sigkill_under_load_loses_no_acknowledged_import() {
     support::install_crypto();
     let dir = tempfile::tempdir().expect("tempdir");
-    let (mut procs, http, token) = start_three(dir.path()).await;
+    let (mut procs, http, token) = start_three(dir.path(), &[]).await;
     let leader: u64 = wait_for("a leader", Duration::from_secs(30), || async {
         get(&http, &format!("{}/v1/sys/cluster", procs[0].api), &token).await?["leader"].as_u64()
     })
@@ -354,7 +358,7 @@ async fn leader_sigkill_during_issuance_neither_loses_nor_duplicates() {
     const REQUESTS: usize = 500;
     support::install_crypto();
     let dir = tempfile::tempdir().expect("tempdir");
-    let (mut procs, http, token) = start_three(dir.path()).await;
+    let (mut procs, http, token) = start_three(dir.path(), &[]).await;
     let leader: u64 = wait_for("a leader", Duration::from_secs(30), || async {
         get(&http, &format!("{}/v1/sys/cluster", procs[0].api), &token).await?["leader"].as_u64()
     })
@@ -591,5 +595,189 @@ async fn dev_cluster_starts_serves_and_stops_on_ctrl_c() {
             "the temporary data directory {} was left behind",
             dir.display()
         );
+    }
+}
+
+/// An approval acknowledged through a follower survives a SIGKILL of the leader right after it,
+/// and webhook deliveries in flight (the receiver fails each one three times) are all made after
+/// the kill. Driven through the CLI, as an approver would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn approval_and_webhook_deliveries_survive_a_leader_sigkill() {
+    support::install_crypto();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut procs, http, root) = start_three(dir.path(), &["--webhook-retry-base-ms=300"]).await;
+    let api = procs[0].api.clone();
+    let zone = http
+        .put(format!("{api}/v1/zones/%2F"))
+        .bearer_auth(&root)
+        .json(&json!({ "policy": {
+            "allowed_domains": { "value": [".mp.example.test"] },
+            "approval_stages": { "value": [
+                { "name": "owner", "role": "zone_owner", "count": 1 },
+                { "name": "security", "group": "security", "count": 1 } ] } } }))
+        .send()
+        .await
+        .expect("zone");
+    assert!(zone.status().is_success());
+    let secret = Arc::new(std::sync::Mutex::new(String::new()));
+    let received = Arc::new(std::sync::Mutex::new(Receiver::default()));
+    let url = start_receiver(secret.clone(), received.clone()).await;
+    let hook: Value = http
+        .post(format!("{api}/v1/webhooks"))
+        .bearer_auth(&root)
+        .json(&json!({ "zone": "/", "url": url, "events": ["*"] }))
+        .send()
+        .await
+        .expect("webhook")
+        .json()
+        .await
+        .expect("json");
+    *secret.lock().expect("lock") = hook["secret"].as_str().expect("secret").to_string();
+    let hook_id = hook["webhook"]["id"].as_str().expect("id").to_string();
+
+    let new_token = |name: &str, extra: &[&str]| {
+        let mut args = vec!["token", "create", "--name", name];
+        args.extend_from_slice(extra);
+        let (code, v) = cli(&args, &api, &root);
+        assert_eq!(code, 0, "token create {name}: {v}");
+        v["secret"].as_str().expect("secret").to_string()
+    };
+    let requester = new_token("requester", &["--bind", "requester=/"]);
+    let owner = new_token("owner", &["--bind", "zone_owner=/"]);
+    let security = new_token("security", &["--bind", "approver=/", "--group", "security"]);
+
+    let (code, v) = cli(
+        &[
+            "request",
+            "create",
+            "--zone",
+            "/",
+            "--san",
+            "app.mp.example.test",
+        ],
+        &api,
+        &requester,
+    );
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["state"], "pending_approval", "{v}");
+    let id = v["id"].as_str().expect("id").to_string();
+    let (code, v) = cli(
+        &["request", "approve", &id, "--comment", "mine"],
+        &api,
+        &requester,
+    );
+    assert_eq!(code, 4, "a requester cannot approve their own request: {v}");
+
+    let leader: u64 = wait_for("a leader", Duration::from_secs(30), || async {
+        get(&http, &format!("{api}/v1/sys/cluster"), &root).await?["leader"].as_u64()
+    })
+    .await;
+    let follower = procs
+        .iter()
+        .find(|p| p.id != leader)
+        .expect("follower")
+        .api
+        .clone();
+    let (code, v) = cli(
+        &["request", "approve", &id, "--comment", "owner ok"],
+        &follower,
+        &owner,
+    );
+    assert_eq!(code, 0, "{v}");
+    // Acknowledged: kill the leader at once.
+    procs
+        .iter_mut()
+        .find(|p| p.id == leader)
+        .expect("leader process")
+        .sigkill();
+
+    let queue = wait_for(
+        "the security approver's queue on a survivor",
+        Duration::from_secs(30),
+        || async {
+            let (code, v) = cli(&["approvals", "list", "--mine"], &follower, &security);
+            (code == 0).then_some(v)
+        },
+    )
+    .await;
+    let listed: Vec<&str> = queue["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|r| r["id"].as_str())
+        .collect();
+    assert_eq!(
+        listed,
+        vec![id.as_str()],
+        "the owner's approval survived the kill"
+    );
+    let (code, v) = cli(
+        &["request", "approve", &id, "--comment", "security ok"],
+        &follower,
+        &security,
+    );
+    assert_eq!(code, 0, "{v}");
+    let v = wait_for(
+        "the request to be issued",
+        Duration::from_secs(30),
+        || async {
+            let v = get(
+                &http,
+                &format!("{follower}/v1/certificate-requests/{id}"),
+                &root,
+            )
+            .await?;
+            (v["state"] == "issued").then_some(v)
+        },
+    )
+    .await;
+    assert_eq!(v["approval"]["decisions"].as_array().map(Vec::len), Some(2));
+
+    procs
+        .iter_mut()
+        .find(|p| p.id == leader)
+        .expect("killed process")
+        .spawn();
+    let apis: Vec<String> = procs.iter().map(|p| p.api.clone()).collect();
+    wait_same_state(&http, &apis, &root).await;
+
+    let deliveries = wait_for("every delivery made", Duration::from_secs(60), || async {
+        let v = get(
+            &http,
+            &format!("{follower}/v1/webhooks/{hook_id}/deliveries?limit=1000"),
+            &root,
+        )
+        .await?;
+        let items = v["items"].as_array()?.clone();
+        // submitted, pending (stage 1), pending (stage 2), approved, issued.
+        (items.len() >= 5 && items.iter().all(|d| d["state"] == "delivered")).then_some(items)
+    })
+    .await;
+    let got = std::mem::take(&mut *received.lock().expect("lock"));
+    assert_eq!(got.bad_signatures, 0);
+    let ids: std::collections::BTreeSet<String> = deliveries
+        .iter()
+        .filter_map(|d| d["id"].as_str().map(str::to_string))
+        .collect();
+    let accepted: std::collections::BTreeSet<String> = got.accepted.keys().cloned().collect();
+    assert_eq!(
+        ids, accepted,
+        "every event accepted once, none lost by the kill"
+    );
+    let events: Vec<&str> = deliveries
+        .iter()
+        .filter_map(|d| d["event"].as_str())
+        .collect();
+    for kind in [
+        "request.submitted",
+        "request.pending_approval",
+        "request.approved",
+        "request.issued",
+    ] {
+        assert!(events.contains(&kind), "no {kind}: {events:?}");
+    }
+    for api in &apis {
+        let (code, v) = cli(&["audit", "verify"], api, &root);
+        assert_eq!(code, 0, "{api}: {v}");
     }
 }

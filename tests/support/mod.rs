@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod proxy;
+pub mod webhooks;
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;

@@ -12,8 +12,8 @@ mod governance;
 mod issuance;
 
 use crate::config::ServerOptions;
-use commands::{audit, cert, client, cluster, fail, local_fail, print};
 pub use commands::verify_export;
+use commands::{audit, cert, client, cluster, fail, local_fail, print};
 
 #[derive(Debug, Parser)]
 #[command(name = "certplane", version, about = "A highly available control plane for TLS certificates", after_help = EXIT_CODES)]

@@ -43,16 +43,27 @@ pub struct DecideQuery {
     pub wait: Option<u64>,
 }
 
+/// One decision as the route received it.
+struct Decide {
+    id: String,
+    decision: Decision,
+    body: DecisionBody,
+    wait: Option<u64>,
+}
+
 async fn decide(
     state: AppState,
     principal: certplane_core::Principal,
     idem: Option<String>,
-    id: String,
-    decision: Decision,
-    body: DecisionBody,
+    call: Decide,
     bytes: &[u8],
-    wait: Option<u64>,
 ) -> ApiResult<Json<RequestView>> {
+    let Decide {
+        id,
+        decision,
+        body,
+        wait,
+    } = call;
     check_request_id(&id)?;
     let comment = body.comment.trim().to_string();
     if comment.len() > 2000 || comment.chars().any(|c| c.is_control() && c != '\n') {
@@ -108,17 +119,13 @@ pub async fn approve(
     ApiQuery(q): ApiQuery<DecideQuery>,
     ApiJson(body, bytes): ApiJson<DecisionBody>,
 ) -> ApiResult<Json<RequestView>> {
-    decide(
-        state,
-        principal,
-        idem,
+    let call = Decide {
         id,
-        Decision::Approve,
+        decision: Decision::Approve,
         body,
-        &bytes,
-        q.wait,
-    )
-    .await
+        wait: q.wait,
+    };
+    decide(state, principal, idem, call, &bytes).await
 }
 
 /// Reject a pending request (ends it, with the comment as the reason).
@@ -130,17 +137,13 @@ pub async fn reject(
     Path(id): Path<String>,
     ApiJson(body, bytes): ApiJson<DecisionBody>,
 ) -> ApiResult<Json<RequestView>> {
-    decide(
-        state,
-        principal,
-        idem,
+    let call = Decide {
         id,
-        Decision::Reject,
+        decision: Decision::Reject,
         body,
-        &bytes,
-        Some(0),
-    )
-    .await
+        wait: Some(0),
+    };
+    decide(state, principal, idem, call, &bytes).await
 }
 
 #[derive(Debug, Deserialize, Default, utoipa::IntoParams)]
