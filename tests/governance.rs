@@ -1031,3 +1031,196 @@ async fn a_tampered_audit_record_is_named_on_that_node_and_the_others_still_veri
     }
     cluster.shutdown().await;
 }
+
+// ---------------------------------------------------------------------------------------------------
+// Client certificates over mutual TLS
+// ---------------------------------------------------------------------------------------------------
+
+fn der_of(pem_text: &str) -> Vec<u8> {
+    pem::parse(pem_text).expect("PEM").into_contents()
+}
+
+fn identity(cert: &certplane_pki::cluster_tls::GeneratedCert) -> reqwest::Identity {
+    reqwest::Identity::from_pem(format!("{}{}", cert.cert_pem, cert.key_pem).as_bytes())
+        .expect("identity")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_certificates_authenticate_over_mutual_tls() {
+    use certplane_pki::cluster_tls::{generate_cluster_ca, issue_node_certificate};
+    support::install_crypto();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = generate_cluster_ca("api clients CA").expect("ca");
+    let server = issue_node_certificate(&ca, "node-1", &[], &["127.0.0.1".parse().expect("ip")])
+        .expect("server cert");
+    let bot = issue_node_certificate(&ca, "deploy-bot", &[], &[]).expect("client cert");
+    let stranger_ca = generate_cluster_ca("someone else").expect("ca");
+    let stranger = issue_node_certificate(&stranger_ca, "deploy-bot", &[], &[]).expect("cert");
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).expect("write");
+        path
+    };
+    let ca_file = write("ca.pem", &ca.cert_pem);
+    let cert_file = write("server.pem", &server.cert_pem);
+    let key_file = write("server-key.pem", &server.key_pem);
+    let bot_cert = write("bot.pem", &bot.cert_pem);
+    let bot_key = write("bot-key.pem", &bot.key_pem);
+    let trust = reqwest::Certificate::from_pem(ca.cert_pem.as_bytes()).expect("ca");
+    let client = |id: Option<reqwest::Identity>| {
+        let mut b = reqwest::Client::builder()
+            .tls_certs_only([trust.clone()])
+            .timeout(Duration::from_secs(20));
+        if let Some(id) = id {
+            b = b.identity(id);
+        }
+        b.build().expect("client")
+    };
+    let tls = certplane_server::config::ApiTls {
+        cert: cert_file,
+        key: key_file,
+        client_ca: Some(ca_file.clone()),
+    };
+    let kek = kek();
+    let tune = |c: &mut certplane_server::config::ServerConfig| {
+        c.api_tls = Some(tls.clone());
+        c.kek_file = Some(kek.path.clone());
+    };
+    let cluster = TestCluster::start_with_client(1, tune, Some(client(None))).await;
+    let url = cluster.node(1).url();
+    assert!(url.starts_with("https://"));
+    put_zone(&cluster, "/dev", json!({})).await;
+    put_zone(&cluster, "/prod", json!({})).await;
+
+    // Unmapped certificate: authenticated by TLS, but no principal yet.
+    let bot_http = client(Some(identity(&bot)));
+    let resp = bot_http
+        .get(format!("{url}/v1/whoami"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status().as_u16(), 401);
+
+    let subject = certplane_server::api_tls::subject_of(&der_of(&bot.cert_pem)).expect("subject");
+    assert!(subject.contains("CN=deploy-bot"), "{subject}");
+    let body = json!({"name": "deploy bot", "subject": subject, "bindings": [{"role": "requester", "zone": "/dev"}]});
+    let (status, v) = call(
+        &cluster,
+        1,
+        Some(&cluster.token),
+        Method::POST,
+        "/v1/principals/certificate",
+        Some(&body),
+    )
+    .await;
+    assert_eq!(status, 201, "{v}");
+    assert!(
+        v["secret"].is_null(),
+        "a certificate principal has no secret"
+    );
+    let principal_id = v["token"]["id"].as_str().expect("id").to_string();
+    let (status, v) = call(
+        &cluster,
+        1,
+        Some(&cluster.token),
+        Method::POST,
+        "/v1/principals/certificate",
+        Some(&body),
+    )
+    .await;
+    assert_eq!(status, 409, "one principal per subject: {v}");
+
+    let who: Value = bot_http
+        .get(format!("{url}/v1/whoami"))
+        .send()
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(who["id"], principal_id.as_str());
+    let submit = |zone: &str| json!({"zone": zone, "sans": [format!("bot.{}.example", zone.trim_start_matches('/'))]});
+    let resp = bot_http
+        .post(format!("{url}/v1/certificate-requests"))
+        .json(&submit("/dev"))
+        .send()
+        .await
+        .expect("request");
+    let status = resp.status();
+    assert!(
+        status.is_success(),
+        "{status} {}",
+        resp.text().await.unwrap_or_default()
+    );
+    let resp = bot_http
+        .post(format!("{url}/v1/certificate-requests"))
+        .json(&submit("/prod"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status().as_u16(), 403);
+    // The subject string is not a bearer secret.
+    let resp = client(None)
+        .get(format!("{url}/v1/whoami"))
+        .bearer_auth(&subject)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status().as_u16(), 401);
+    // Without any credential: 401; a certificate from another CA is refused by the handshake.
+    let resp = client(None)
+        .get(format!("{url}/v1/whoami"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status().as_u16(), 401);
+    if let Ok(resp) = client(Some(identity(&stranger)))
+        .get(format!("{url}/v1/whoami"))
+        .send()
+        .await
+    {
+        panic!(
+            "a certificate from another CA was served: {}",
+            resp.status()
+        );
+    }
+
+    // The CLI speaks mutual TLS too.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_certplane"))
+        .args(["whoami", "--output", "json", "--addr", &url])
+        .arg("--ca-file")
+        .arg(&ca_file)
+        .arg("--client-cert")
+        .arg(&bot_cert)
+        .arg("--client-key")
+        .arg(&bot_key)
+        .env_remove("CERTPLANE_TOKEN")
+        .output()
+        .expect("certplane whoami");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["id"], principal_id.as_str());
+
+    // Revoked: the certificate no longer authenticates.
+    let (status, _) = call(
+        &cluster,
+        1,
+        Some(&cluster.token),
+        Method::DELETE,
+        &format!("/v1/tokens/{principal_id}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let resp = bot_http
+        .get(format!("{url}/v1/whoami"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status().as_u16(), 401);
+    cluster.shutdown().await;
+}

@@ -48,7 +48,12 @@ pub struct TestNode {
 
 impl TestNode {
     pub fn url(&self) -> String {
-        format!("http://{}", self.api_addr)
+        let scheme = if self.config.api_tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.api_addr)
     }
 }
 
@@ -75,7 +80,20 @@ pub fn install_crypto() {
 impl TestCluster {
     /// Start `n` nodes with `tune` applied to each config, bootstrap and initialise the cluster.
     pub async fn start(n: usize, tune: impl Fn(&mut ServerConfig)) -> TestCluster {
+        Self::start_with_client(n, tune, None).await
+    }
+
+    /// As [`TestCluster::start`], talking to the nodes through `http` (e.g. one that trusts the
+    /// API's TLS certificate).
+    pub async fn start_with_client(
+        n: usize,
+        tune: impl Fn(&mut ServerConfig),
+        http: Option<reqwest::Client>,
+    ) -> TestCluster {
         let (mut cluster, listeners) = Self::prepare(n, tune).await;
+        if let Some(http) = http {
+            cluster.http = http;
+        }
         for (i, (api, c)) in listeners.into_iter().enumerate() {
             cluster.boot(i as u64 + 1, api, c).await;
         }
