@@ -970,12 +970,34 @@ async fn a_tampered_audit_record_is_named_on_that_node_and_the_others_still_veri
     let report = certplane_server::cli::verify_export(&file, Some(head_hash)).expect("verify");
     assert_eq!(report["ok"], true, "{report}");
     assert!(report["records_checked"].as_u64().unwrap_or(0) >= 5);
+    // The independent Python verifier of docs/audit-chain.md agrees.
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../scripts/verify-audit-export.py"
+    );
+    let python = |file: &std::path::Path, head: Option<&str>| {
+        let mut cmd = std::process::Command::new("python3");
+        cmd.arg(script).arg(file);
+        if let Some(h) = head {
+            cmd.arg(h);
+        }
+        let out = cmd.output().expect("python3");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+        )
+    };
+    let (code, text) = python(&file, Some(head_hash));
+    assert_eq!(code, Some(0), "{text}");
     let mut lines: Vec<String> = export.lines().map(str::to_string).collect();
     lines[2] = lines[2].replace("\"actor_name\":\"root\"", "\"actor_name\":\"mallory\"");
     std::fs::write(&file, lines.join("\n")).expect("write");
     let report = certplane_server::cli::verify_export(&file, None).expect("verify");
     assert_eq!(report["ok"], false);
     assert_eq!(report["first_broken"]["seq"], 3, "{report}");
+    let (code, text) = python(&file, None);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("record 3"), "{text}");
 
     // Edit record 3 in a stopped follower's RocksDB.
     cluster.stop(victim).await;
