@@ -110,6 +110,31 @@ pub struct CertificateRecord {
     pub superseded_by: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revocation: Option<Revocation>,
+    /// Expiry notices due at the zone's thresholds (`notify_before`, `renew_before`), fixed when the
+    /// certificate entered the inventory.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notices: Vec<ExpiryNotice>,
+}
+
+/// One expiry notice: `certificate.expiring` is sent once, at `due_at`, for `threshold`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExpiryNotice {
+    /// `notify_before` or `renew_before`.
+    pub threshold: String,
+    /// How long before expiry, in seconds.
+    pub before_s: i64,
+    pub due_at: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_at: Option<Timestamp>,
+}
+
+impl CertificateRecord {
+    /// Still managed: notices and renewals concern it.
+    pub fn is_live(&self) -> bool {
+        self.status == CertificateStatus::Active
+            && self.superseded_by.is_none()
+            && self.revocation.is_none()
+    }
 }
 
 /// Where an issued certificate came from: the request that asked for it and the certplane issuer

@@ -153,6 +153,12 @@ pub enum Command {
         attempt: u32,
         outcome: crate::webhook::AttemptOutcome,
     },
+    /// The leader's notice worker: a certificate reached an expiry threshold of its zone.
+    NotifyExpiring {
+        certificate_id: String,
+        /// `notify_before` or `renew_before`.
+        threshold: String,
+    },
     /// A no-op write used by health probes and benchmarks to measure the write path.
     Noop,
 }
@@ -181,6 +187,7 @@ impl Command {
             Command::CreateWebhook(_) => "webhook.create",
             Command::DeleteWebhook { .. } => "webhook.delete",
             Command::RecordDelivery { .. } => "webhook.delivery",
+            Command::NotifyExpiring { .. } => "certificate.expiring",
             Command::Noop => "sys.noop",
         }
     }
@@ -206,6 +213,9 @@ impl Command {
             Command::CreateWebhook(w) => format!("webhook/{}", w.id),
             Command::DeleteWebhook { id } => format!("webhook/{id}"),
             Command::RecordDelivery { delivery_id, .. } => format!("delivery/{delivery_id}"),
+            Command::NotifyExpiring { certificate_id, .. } => {
+                format!("certificate/{certificate_id}")
+            }
             Command::Noop => "-".into(),
         }
     }
@@ -327,6 +337,10 @@ pub enum Applied {
     },
     WebhookDeleted {
         id: String,
+    },
+    ExpiryNoticed {
+        record: Box<CertificateRecord>,
+        threshold: String,
     },
     DeliveryUpdated {
         delivery: Box<crate::webhook::DeliveryRecord>,

@@ -70,6 +70,14 @@ pub fn time_bytes(t: Timestamp) -> [u8; 8] {
     ((t.millis() as u64) ^ (1 << 63)).to_be_bytes()
 }
 
+/// A notice-queue key: when it is due, the certificate, the threshold.
+pub fn notice_key(due_at: Timestamp, id: &str, threshold: &str) -> Vec<u8> {
+    let mut key = expiry_key(due_at, id);
+    key.push(SEP);
+    key.extend_from_slice(threshold.as_bytes());
+    key
+}
+
 pub fn expiry_key(not_after: Timestamp, id: &str) -> Vec<u8> {
     let mut key = time_bytes(not_after).to_vec();
     key.extend_from_slice(id.as_bytes());

@@ -61,10 +61,12 @@ pub enum Keyspace {
     DeliveryQueue,
     /// webhook id ++ 0 ++ delivery id -> (): a subscription's deliveries
     DeliveriesByWebhook,
+    /// due_at (8 bytes BE, offset) ++ certificate id ++ 0 ++ threshold -> (): expiry notices to send
+    NoticeQueue,
 }
 
 impl Keyspace {
-    pub const ALL: [Keyspace; 25] = [
+    pub const ALL: [Keyspace; 26] = [
         Keyspace::Certificates,
         Keyspace::ByFingerprint,
         Keyspace::ByExpiry,
@@ -90,6 +92,7 @@ impl Keyspace {
         Keyspace::Deliveries,
         Keyspace::DeliveryQueue,
         Keyspace::DeliveriesByWebhook,
+        Keyspace::NoticeQueue,
     ];
 
     pub fn name(self) -> &'static str {
@@ -119,6 +122,7 @@ impl Keyspace {
             Keyspace::Deliveries => "sm_deliveries",
             Keyspace::DeliveryQueue => "sm_delivery_queue",
             Keyspace::DeliveriesByWebhook => "sm_deliveries_by_webhook",
+            Keyspace::NoticeQueue => "sm_notice_queue",
         }
     }
 

@@ -2383,3 +2383,80 @@ fn the_root_token_can_be_revoked_only_once_another_admin_exists() {
         RejectCode::InvalidArgument,
     );
 }
+
+// ---------------------------------------------------------------------------------------------------
+// Expiry notices
+// ---------------------------------------------------------------------------------------------------
+
+#[test]
+fn expiry_notices_are_due_at_the_zone_thresholds_sent_once_and_dropped_with_the_certificate() {
+    let mut log = Log::initialized();
+    log.zone(
+        "/short",
+        r#"{"notify_before":{"value":"90s"},"renew_before":{"value":"60s"}}"#,
+    );
+    let mut s = spec("/short", &["n.corp.example"]);
+    s.validity = Span::seconds(100);
+    let request = log.approved("req_n", s);
+    let cert = log.issue(&request, 7);
+    let notices = &certificate(&log.store, &cert.id).notices;
+    assert_eq!(notices.len(), 2);
+    assert_eq!(
+        keys_of(&log.store, Keyspace::NoticeQueue, b"").len(),
+        2,
+        "both notices are queued"
+    );
+    let worker = Principal::system(certplane_core::apply::NOTICE_WORKER, "notices");
+    let notify = |threshold: &str| Command::NotifyExpiring {
+        certificate_id: cert.id.clone(),
+        threshold: threshold.into(),
+    };
+    // not_after is 100 s after the epoch of this log; the notify notice is due at 10 s.
+    refused(
+        &mut log,
+        admin(),
+        notify("notify_before"),
+        RejectCode::Forbidden,
+    );
+    if log.now().0 < 10_000 {
+        refused(
+            &mut log,
+            worker.clone(),
+            notify("notify_before"),
+            RejectCode::Conflict,
+        );
+    }
+    while log.now().0 < 10_000 {
+        log.propose(admin(), Command::Noop);
+    }
+    match log.propose(worker.clone(), notify("notify_before")).result {
+        Ok(Applied::ExpiryNoticed { record, threshold }) => {
+            assert_eq!(threshold, "notify_before");
+            assert!(record.notices[0].sent_at.is_some());
+        }
+        other => panic!("{other:?}"),
+    }
+    refused(
+        &mut log,
+        worker.clone(),
+        notify("notify_before"),
+        RejectCode::StaleGeneration,
+    );
+    assert_eq!(keys_of(&log.store, Keyspace::NoticeQueue, b"").len(), 1);
+    // Revoked: the remaining notice leaves the queue and is refused.
+    assert!(log
+        .propose(admin(), revoke(&cert.id, RevocationReason::KeyCompromise))
+        .result
+        .is_ok());
+    assert!(keys_of(&log.store, Keyspace::NoticeQueue, b"").is_empty());
+    while log.now().0 < 40_000 {
+        log.propose(admin(), Command::Noop);
+    }
+    refused(
+        &mut log,
+        worker,
+        notify("renew_before"),
+        RejectCode::Conflict,
+    );
+    assert!(verify_chain(&log.store).unwrap().ok);
+}

@@ -169,6 +169,10 @@ pub async fn start_node_with(
     let deliveries =
         crate::workers::webhooks::DeliveryWorker::new(node.clone(), kek.clone(), config.webhooks);
     background.push(tokio::spawn(deliveries.run(stop_rx.clone())));
+    background.push(tokio::spawn(crate::workers::notices::run(
+        node.clone(),
+        stop_rx.clone(),
+    )));
     background.push(tokio::spawn(crate::workers::approvals::run(
         node.clone(),
         stop_rx.clone(),

@@ -1,13 +1,20 @@
 //! Inventory commands: import, retire, revoke, and the secondary indexes of certificate records.
 
 use super::{counts, forbidden_unless, get_certificate, put_counts, EntryContext};
-use crate::certificate::{CertificateRecord, CertificateStatus, Revocation, RevocationReason};
+use crate::certificate::{
+    CertificateRecord, CertificateStatus, ExpiryNotice, Revocation, RevocationReason,
+};
 use crate::command::{Applied, ImportCertificate, Proposal, Rejection};
 use crate::error::{CoreError, RejectCode};
 use crate::issuer::RevocationRecord;
 use crate::keys::{self, encode_record};
+use crate::policy::normalize_zone_path;
 use crate::principal::Permission;
-use crate::store::{Keyspace, StateStore};
+use crate::store::{Keyspace, StateRead, StateStore};
+use crate::time::Timestamp;
+
+/// The principal the leader's notice worker proposes expiry notices as.
+pub const NOTICE_WORKER: &str = "system:notices";
 
 pub(super) fn import_certificate(
     store: &mut impl StateStore,
@@ -91,6 +98,7 @@ pub(super) fn import_certificate(
         supersedes: None,
         superseded_by: None,
         revocation: None,
+        notices: expiry_notices(store, &import.zone, import.details.not_after)?,
     };
     store.put(
         Keyspace::ByFingerprint,
@@ -251,6 +259,85 @@ pub(super) fn export_private_key(
     Ok(Ok(Applied::KeyExportAllowed { id: id.to_string() }))
 }
 
+/// The notices a certificate of `zone` expiring at `not_after` is due, from the zone's effective
+/// thresholds. Zone names outside the zone tree (older imports) get the built-in thresholds.
+pub(super) fn expiry_notices(
+    store: &impl StateRead,
+    zone: &str,
+    not_after: Timestamp,
+) -> Result<Vec<ExpiryNotice>, CoreError> {
+    let policy = if normalize_zone_path(zone).ok().as_deref() == Some(zone) {
+        crate::zone::effective_for(store, zone)?.0
+    } else {
+        crate::policy::effective(&[])
+    };
+    let mut out = Vec::new();
+    for (threshold, span) in [
+        ("notify_before", policy.notify_before.value),
+        ("renew_before", policy.renew_before.value),
+    ] {
+        out.push(ExpiryNotice {
+            threshold: threshold.to_string(),
+            before_s: span.0,
+            due_at: Timestamp(not_after.0.saturating_sub(span.0.saturating_mul(1000))),
+            sent_at: None,
+        });
+    }
+    Ok(out)
+}
+
+/// The leader's notice worker: an expiry threshold was reached.
+pub(super) fn notify_expiring(
+    store: &mut impl StateStore,
+    entry: EntryContext,
+    proposal: &Proposal,
+    id: &str,
+    threshold: &str,
+) -> Result<Result<Applied, Rejection>, CoreError> {
+    if proposal.actor.id != NOTICE_WORKER {
+        return Ok(Err(Rejection::new(
+            RejectCode::Forbidden,
+            "only the notice worker sends expiry notices",
+        )));
+    }
+    let Some(mut record) = get_certificate(store, id)? else {
+        return Ok(Err(Rejection::new(
+            RejectCode::NotFound,
+            format!("no certificate with id {id}"),
+        )));
+    };
+    let Some(pos) = record
+        .notices
+        .iter()
+        .position(|n| n.threshold == threshold && n.sent_at.is_none())
+    else {
+        return Ok(Err(Rejection::new(
+            RejectCode::StaleGeneration,
+            format!("certificate {id} has no pending {threshold} notice"),
+        )));
+    };
+    if !record.is_live() {
+        return Ok(Err(Rejection::new(
+            RejectCode::Conflict,
+            format!("certificate {id} is no longer managed"),
+        )));
+    }
+    if proposal.proposed_at < record.notices[pos].due_at {
+        return Ok(Err(Rejection::new(
+            RejectCode::Conflict,
+            format!("the {threshold} notice of certificate {id} is not due yet"),
+        )));
+    }
+    unindex(store, &record);
+    record.notices[pos].sent_at = Some(proposal.proposed_at);
+    record.revision = entry.index;
+    write_certificate(store, &record);
+    Ok(Ok(Applied::ExpiryNoticed {
+        record: Box::new(record),
+        threshold: threshold.to_string(),
+    }))
+}
+
 /// Write the record and every secondary index entry that its current fields call for.
 pub(super) fn write_certificate(store: &mut impl StateStore, record: &CertificateRecord) {
     store.put(
@@ -290,6 +377,14 @@ fn index_entries(record: &CertificateRecord) -> Vec<(Keyspace, Vec<u8>)> {
             Keyspace::ByExpiry,
             keys::expiry_key(record.details.not_after, id),
         ));
+    }
+    if record.is_live() {
+        for notice in record.notices.iter().filter(|n| n.sent_at.is_none()) {
+            entries.push((
+                Keyspace::NoticeQueue,
+                keys::notice_key(notice.due_at, id, &notice.threshold),
+            ));
+        }
     }
     let mut grams: Vec<String> = record
         .details

@@ -25,6 +25,7 @@ mod webhooks;
 mod zones;
 
 pub use approvals::{eligible_for_current_stage, APPROVAL_WORKER};
+pub use inventory::NOTICE_WORKER;
 pub use issuers::get_issuer;
 pub use requests::{
     deadline_value, evaluate_request, get_request, issuance_queue_key, request_index_key,
@@ -133,6 +134,10 @@ pub fn apply(
             attempt,
             outcome,
         } => webhooks::record_delivery(store, proposal, delivery_id, *attempt, outcome)?,
+        Command::NotifyExpiring {
+            certificate_id,
+            threshold,
+        } => inventory::notify_expiring(store, entry, proposal, certificate_id, threshold)?,
         Command::Noop => Ok(Applied::Noop),
     };
     finish(store, entry, proposal, result, idem_key)
@@ -213,6 +218,11 @@ fn audit_details(proposal: &Proposal, result: &Result<Applied, Rejection>) -> Au
             d.request_id = Some(submit.id.clone());
         }
         (_, Ok(Applied::CertificateRevoked { record })) => {
+            d.certificate_id = Some(record.id.clone());
+            d.serial = Some(record.details.serial.clone());
+            d.issuer = record.issuance.as_ref().map(|i| i.issuer.clone());
+        }
+        (_, Ok(Applied::ExpiryNoticed { record, .. })) => {
             d.certificate_id = Some(record.id.clone());
             d.serial = Some(record.details.serial.clone());
             d.issuer = record.issuance.as_ref().map(|i| i.issuer.clone());

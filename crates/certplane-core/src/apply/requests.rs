@@ -436,6 +436,11 @@ pub(super) fn complete_issuance(
         supersedes: request.spec.renewal_of.clone(),
         superseded_by: None,
         revocation: None,
+        notices: super::inventory::expiry_notices(
+            store,
+            &request.spec.zone,
+            done.details.not_after,
+        )?,
     };
     store.put(Keyspace::ByFingerprint, fingerprint, record.id.as_bytes());
     write_certificate(store, &record);

@@ -307,6 +307,27 @@ fn events_of(
                 }),
             ));
         }
+        (_, Ok(Applied::ExpiryNoticed { record, threshold })) => {
+            let before = record
+                .notices
+                .iter()
+                .find(|n| &n.threshold == threshold)
+                .map(|n| n.before_s);
+            out.push((
+                EventKind::CertificateExpiring,
+                record.zone.clone(),
+                json!({
+                    "certificate_id": record.id,
+                    "zone": record.zone,
+                    "common_name": record.details.common_name,
+                    "serial": record.details.serial,
+                    "not_after": record.details.not_after.0,
+                    "threshold": threshold,
+                    "threshold_seconds": before,
+                    "owner": record.owner,
+                }),
+            ));
+        }
         (_, Ok(Applied::ZoneStored { zone })) => {
             out.push((
                 EventKind::PolicyChanged,

@@ -3,4 +3,5 @@
 
 pub mod approvals;
 pub mod issuance;
+pub mod notices;
 pub mod webhooks;
