@@ -111,6 +111,8 @@ const EXPECTED: &[(&str, &str, &str)] = &[
     ("DELETE", "/v1/sys/cluster/members/{id}", "admin operator"),
     ("POST", "/v1/sys/cluster/transfer-leader", "admin operator"),
     ("GET", "/v1/sys/snapshot", "admin operator"),
+    ("POST", "/v1/sys/probe", "admin operator"),
+    ("GET", "/v1/sys/probe/{drill}", "admin operator"),
     ("GET", "/v1/tokens", "admin"),
     ("POST", "/v1/tokens", "admin"),
     ("GET", "/v1/tokens/{id}", "admin"),
@@ -243,6 +245,7 @@ fn concrete(path: &str) -> String {
     };
     path.replace("{id}", id)
         .replace("{name}", "builtin")
+        .replace("{drill}", "matrix")
         .replace("{*path}", "matrix")
 }
 

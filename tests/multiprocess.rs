@@ -17,6 +17,10 @@ use support::webhooks::{start_receiver, Receiver};
 use support::{wait_for, Certs};
 
 const BIN: &str = env!("CARGO_BIN_EXE_certplane");
+
+/// The tests here pick free ports and hand them to child processes, which bind them a moment later;
+/// run one at a time so that no other test's listener takes a port in between.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 const IMPORTS: usize = 1000;
 const CONCURRENCY: usize = 32;
 
@@ -201,6 +205,7 @@ async fn wait_same_state(http: &reqwest::Client, apis: &[String], token: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn leader_sigkill_under_load_loses_no_acknowledged_import() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     support::install_crypto();
     let dir = tempfile::tempdir().expect("tempdir");
     let (mut procs, http, token) = start_three(dir.path(), &[]).await;
@@ -355,6 +360,7 @@ async fn leader_sigkill_under_load_loses_no_acknowledged_import() {
 /// the built-in CA's issued-serial record on every node.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn leader_sigkill_during_issuance_neither_loses_nor_duplicates() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     const REQUESTS: usize = 500;
     support::install_crypto();
     let dir = tempfile::tempdir().expect("tempdir");
@@ -527,6 +533,7 @@ async fn leader_sigkill_during_issuance_neither_loses_nor_duplicates() {
 /// token that work, and stops cleanly (exit 0, temporary data removed) on Ctrl-C.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dev_cluster_starts_serves_and_stops_on_ctrl_c() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     use std::io::{BufRead, BufReader};
     support::install_crypto();
     let mut child = Command::new(BIN)
@@ -603,6 +610,7 @@ async fn dev_cluster_starts_serves_and_stops_on_ctrl_c() {
 /// the kill. Driven through the CLI, as an approver would.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn approval_and_webhook_deliveries_survive_a_leader_sigkill() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     support::install_crypto();
     let dir = tempfile::tempdir().expect("tempdir");
     let (mut procs, http, root) = start_three(dir.path(), &["--webhook-retry-base-ms=300"]).await;
@@ -780,4 +788,118 @@ async fn approval_and_webhook_deliveries_survive_a_leader_sigkill() {
         let (code, v) = cli(&["audit", "verify"], api, &root);
         assert_eq!(code, 0, "{api}: {v}");
     }
+}
+
+/// `certplane drill watch` through a follower while the leader is SIGKILLed (and later restarted):
+/// one unavailability window, then every node with the same state. `certplane drill failover
+/// --transfer` moves the leadership and reports the write gap. Both checked from `--output json`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn drill_watch_reports_the_failover_window_and_transfer_reports_its_gap() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
+    support::install_crypto();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut procs, http, root) = start_three(dir.path(), &[]).await;
+    let api = procs[0].api.clone();
+    let leader: u64 = wait_for("a leader", Duration::from_secs(30), || async {
+        get(&http, &format!("{api}/v1/sys/cluster"), &root).await?["leader"].as_u64()
+    })
+    .await;
+    let follower = procs
+        .iter()
+        .find(|p| p.id != leader)
+        .expect("follower")
+        .api
+        .clone();
+    let watch = Command::new(BIN)
+        .args([
+            "drill",
+            "watch",
+            "--id",
+            "ci-drill",
+            "--interval",
+            "20ms",
+            "--duration",
+            "10m",
+        ])
+        .args([
+            "--timeout",
+            "200ms",
+            "--addr",
+            &follower,
+            "--token",
+            &root,
+            "--output",
+            "json",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("drill watch");
+    let probed = |at_least: u64| {
+        let (http, follower, root) = (http.clone(), follower.clone(), root.clone());
+        async move {
+            wait_for("probes to be written", Duration::from_secs(30), || async {
+                let v = get(&http, &format!("{follower}/v1/sys/probe/ci-drill"), &root).await?;
+                (v["seq"].as_u64()? >= at_least).then_some(v["seq"].as_u64()?)
+            })
+            .await
+        }
+    };
+    let before = probed(10).await;
+    procs
+        .iter_mut()
+        .find(|p| p.id == leader)
+        .expect("leader")
+        .sigkill();
+    // The watch keeps probing; once writes succeed again under the new leader, bring the old one
+    // back and let it catch up before the watch ends.
+    probed(before + 30).await;
+    procs
+        .iter_mut()
+        .find(|p| p.id == leader)
+        .expect("killed")
+        .spawn();
+    let apis: Vec<String> = procs.iter().map(|p| p.api.clone()).collect();
+    wait_same_state(&http, &apis, &root).await;
+    let last = probed(0).await;
+    probed(last + 10).await;
+    let pid = watch.id().to_string();
+    let sent = Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .expect("kill -INT");
+    assert!(sent.success());
+    let out = watch.wait_with_output().expect("drill watch output");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "drill watch JSON: {e}: {} {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert_eq!(out.status.code(), Some(0), "{report}");
+    let windows = report["windows"].as_array().expect("windows");
+    assert_eq!(windows.len(), 1, "one unavailability window: {report}");
+    let length = windows[0]["length_ms"].as_u64().expect("length");
+    assert!(length > 0 && length < 10_000, "{report}");
+    assert_eq!(windows[0]["open_at_end"], false);
+    assert!(report["probes"].as_u64().unwrap_or(0) > 50);
+    let settled = &report["settled"];
+    assert_eq!(settled["digests_agree"], true, "{report}");
+    assert_eq!(settled["audit_heads_agree"], true, "{report}");
+    assert_eq!(settled["audit_chains_verified"], true, "{report}");
+    assert_eq!(settled["nodes"].as_array().map(Vec::len), Some(3));
+
+    // The planned variant.
+    let (code, report) = cli(&["drill", "failover", "--transfer"], &follower, &root);
+    assert_eq!(code, 0, "{report}");
+    assert_ne!(report["from"], report["to"], "{report}");
+    let gap = report["write_gap_ms"].as_u64().expect("gap");
+    assert!(gap > 0 && gap < 5_000, "{report}");
+    assert!(report["writes"].as_u64().unwrap_or(0) > 10, "{report}");
+    let (code, _) = cli(&["drill", "failover"], &follower, &root);
+    assert_ne!(
+        code, 0,
+        "without --transfer the command refuses to run by itself"
+    );
 }

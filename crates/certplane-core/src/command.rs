@@ -159,6 +159,11 @@ pub enum Command {
         /// `notify_before` or `renew_before`.
         threshold: String,
     },
+    /// A failover drill's probe write: the latest sequence number of drill `drill` is `seq`.
+    Probe {
+        drill: String,
+        seq: u64,
+    },
     /// A no-op write used by health probes and benchmarks to measure the write path.
     Noop,
 }
@@ -188,6 +193,7 @@ impl Command {
             Command::DeleteWebhook { .. } => "webhook.delete",
             Command::RecordDelivery { .. } => "webhook.delivery",
             Command::NotifyExpiring { .. } => "certificate.expiring",
+            Command::Probe { .. } => "sys.probe",
             Command::Noop => "sys.noop",
         }
     }
@@ -216,6 +222,7 @@ impl Command {
             Command::NotifyExpiring { certificate_id, .. } => {
                 format!("certificate/{certificate_id}")
             }
+            Command::Probe { drill, .. } => format!("drill/{drill}"),
             Command::Noop => "-".into(),
         }
     }
@@ -347,6 +354,10 @@ pub enum Applied {
     },
     TokenRevoked {
         token: Box<TokenRecord>,
+    },
+    Probed {
+        drill: String,
+        seq: u64,
     },
     Noop,
     /// Membership changes and blank entries: nothing for the application.

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::json;
 
 mod commands;
+mod drill;
 mod governance;
 mod issuance;
 
@@ -131,6 +132,13 @@ pub enum Command {
         target: Target,
         #[command(subcommand)]
         command: governance::ApprovalsCommand,
+    },
+    /// Failover drills: watch availability while you inject a fault, or transfer leadership.
+    Drill {
+        #[command(flatten)]
+        target: Target,
+        #[command(subcommand)]
+        command: drill::DrillCommand,
     },
     /// The calling principal and its role bindings.
     Whoami {
@@ -417,6 +425,7 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Token { target, command } => governance::token(target, command).await,
         Command::Approvals { target, command } => governance::approvals(target, command).await,
         Command::Whoami { target } => governance::whoami(target).await,
+        Command::Drill { target, command } => drill::drill(target, command).await,
         Command::Snapshot {
             command: SnapshotCommand::Save { file, target },
         } => match client(&target).download("/v1/sys/snapshot", &file).await {

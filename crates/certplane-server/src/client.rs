@@ -94,6 +94,15 @@ impl ApiClient {
         }
     }
 
+    /// The same client (credentials, TLS settings) for another node's API.
+    pub fn at(&self, base: &str) -> ApiClient {
+        ApiClient {
+            base: base.trim_end_matches('/').to_string(),
+            token: self.token.clone(),
+            http: self.http.clone(),
+        }
+    }
+
     pub fn base(&self) -> &str {
         &self.base
     }

@@ -138,6 +138,7 @@ pub fn apply(
             certificate_id,
             threshold,
         } => inventory::notify_expiring(store, entry, proposal, certificate_id, threshold)?,
+        Command::Probe { drill, seq } => probe(store, proposal, drill, *seq)?,
         Command::Noop => Ok(Applied::Noop),
     };
     finish(store, entry, proposal, result, idem_key)
@@ -262,6 +263,59 @@ pub fn state_digest(store: &impl StateRead) -> Result<String, CoreError> {
         Some(bytes) => decode_record("state digest", &bytes),
         None => Ok(audit::GENESIS_HASH.to_string()),
     }
+}
+
+/// The latest probe of a failover drill.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeRecord {
+    pub seq: u64,
+    pub at: crate::time::Timestamp,
+}
+
+fn probe_key(drill: &str) -> Vec<u8> {
+    format!("probe/{drill}").into_bytes()
+}
+
+pub fn is_drill_id(drill: &str) -> bool {
+    !drill.is_empty()
+        && drill.len() <= 64
+        && drill
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+pub fn get_probe(store: &impl StateRead, drill: &str) -> Result<Option<ProbeRecord>, CoreError> {
+    store
+        .get(Keyspace::Meta, &probe_key(drill))?
+        .map(|b| decode_record("probe", &b))
+        .transpose()
+}
+
+/// One small record per drill, overwritten by each probe (a drill never grows the state).
+fn probe(
+    store: &mut impl StateStore,
+    proposal: &Proposal,
+    drill: &str,
+    seq: u64,
+) -> Result<Result<Applied, Rejection>, CoreError> {
+    if let Some(rejection) = forbidden_unless(&proposal.actor, Permission::ClusterManage, "/") {
+        return Ok(Err(rejection));
+    }
+    if !is_drill_id(drill) {
+        return Ok(Err(Rejection::new(
+            RejectCode::InvalidArgument,
+            "a drill id is 1 to 64 characters of A-Z, a-z, 0-9, '-', '_'",
+        )));
+    }
+    let record = ProbeRecord {
+        seq,
+        at: proposal.proposed_at,
+    };
+    store.put(Keyspace::Meta, &probe_key(drill), &encode_record(&record));
+    Ok(Ok(Applied::Probed {
+        drill: drill.to_string(),
+        seq,
+    }))
 }
 
 pub fn is_initialized(store: &impl StateRead) -> Result<bool, CoreError> {

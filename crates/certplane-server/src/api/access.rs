@@ -70,6 +70,8 @@ pub const ROUTES: &[RouteAccess] = &[
         Needs(P::ClusterManage),
     ),
     route("GET", "/v1/sys/snapshot", Needs(P::ClusterManage)),
+    route("POST", "/v1/sys/probe", Needs(P::ClusterManage)),
+    route("GET", "/v1/sys/probe/{drill}", Needs(P::ClusterManage)),
     route("GET", "/v1/tokens", Needs(P::PrincipalManage)),
     route("POST", "/v1/tokens", Needs(P::PrincipalManage)),
     route("GET", "/v1/tokens/{id}", Needs(P::PrincipalManage)),

@@ -58,6 +58,8 @@ pub fn router(state: AppState) -> Router {
             post(sys::transfer_leader),
         )
         .route("/v1/sys/snapshot", get(sys::snapshot))
+        .route("/v1/sys/probe", post(sys::probe_write))
+        .route("/v1/sys/probe/{drill}", get(sys::probe_read))
         .route("/v1/whoami", get(tokens::whoami))
         .route("/v1/tokens", get(tokens::list).post(tokens::create))
         .route(

@@ -404,3 +404,82 @@ pub async fn snapshot(
     )
         .into_response())
 }
+
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeBody {
+    /// The drill's id (1 to 64 of A-Z, a-z, 0-9, '-', '_').
+    pub drill: String,
+    pub seq: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ProbeView {
+    pub drill: String,
+    pub seq: u64,
+    /// Milliseconds since the epoch, from the proposer.
+    pub at: i64,
+}
+
+/// A failover drill's probe write (`certplane drill`): one small record per drill, replaced each
+/// time.
+#[utoipa::path(post, path = "/v1/sys/probe", tag = "sys", security(("bearer" = [])), request_body = ProbeBody, responses((status = 200, description = "Committed", body = ProbeView), (status = 400, description = "Invalid drill id", body = ErrorResponse), (status = 401, description = "Missing or invalid credentials", body = ErrorResponse), (status = 403, description = "Needs cluster_manage on /", body = ErrorResponse), (status = 503, description = "No leader; retry", body = ErrorResponse)))]
+pub async fn probe_write(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    ApiJson(body, _): ApiJson<ProbeBody>,
+) -> ApiResult<Json<ProbeView>> {
+    if !certplane_core::apply::is_drill_id(&body.drill) {
+        return Err(ApiError::bad_request(
+            "invalid_argument",
+            "a drill id is 1 to 64 characters of A-Z, a-z, 0-9, '-', '_'",
+        ));
+    }
+    let now = now_ms();
+    let proposal = Proposal::new(
+        Timestamp(now),
+        principal,
+        Command::Probe {
+            drill: body.drill.clone(),
+            seq: body.seq,
+        },
+    );
+    let outcome = state.node.write(proposal).await?;
+    match outcome.result.map_err(ApiError::from)? {
+        Applied::Probed { drill, seq } => Ok(Json(ProbeView {
+            drill,
+            seq,
+            at: now,
+        })),
+        other => Err(ApiError::unavailable(format!(
+            "unexpected outcome {other:?}"
+        ))),
+    }
+}
+
+/// The latest probe of a drill (a linearizable read unless `?consistency=stale`).
+#[utoipa::path(get, path = "/v1/sys/probe/{drill}", tag = "sys", security(("bearer" = [])), params(("drill" = String, Path)), responses((status = 200, description = "The latest probe", body = ProbeView), (status = 404, description = "No probe for this drill", body = ErrorResponse), (status = 401, description = "Missing or invalid credentials", body = ErrorResponse), (status = 403, description = "Needs cluster_manage on /", body = ErrorResponse), (status = 503, description = "No leader; retry", body = ErrorResponse)))]
+pub async fn probe_read(
+    State(state): State<AppState>,
+    Auth(_p): Auth,
+    consistency: Consistency,
+    Path(drill): Path<String>,
+) -> ApiResult<Json<ProbeView>> {
+    if !certplane_core::apply::is_drill_id(&drill) {
+        return Err(ApiError::not_found("no such drill"));
+    }
+    super::certificates::read_barrier(&state, consistency).await?;
+    let view = state.node.view();
+    let lookup = drill.clone();
+    let record = blocking(move || {
+        certplane_core::apply::get_probe(&view, &lookup)
+            .map_err(|e| ApiError::unavailable(e.to_string()))
+    })
+    .await?
+    .ok_or_else(|| ApiError::not_found(format!("no probe for drill {drill}")))?;
+    Ok(Json(ProbeView {
+        drill,
+        seq: record.seq,
+        at: record.at.0,
+    }))
+}
