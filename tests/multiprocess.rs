@@ -878,6 +878,7 @@ async fn drill_watch_reports_the_failover_window_and_transfer_reports_its_gap() 
         )
     });
     assert_eq!(out.status.code(), Some(0), "{report}");
+    println!("drill watch: {report}");
     let windows = report["windows"].as_array().expect("windows");
     assert_eq!(windows.len(), 1, "one unavailability window: {report}");
     let length = windows[0]["length_ms"].as_u64().expect("length");
@@ -892,6 +893,7 @@ async fn drill_watch_reports_the_failover_window_and_transfer_reports_its_gap() 
 
     // The planned variant.
     let (code, report) = cli(&["drill", "failover", "--transfer"], &follower, &root);
+    println!("drill failover: {report}");
     assert_eq!(code, 0, "{report}");
     assert_ne!(report["from"], report["to"], "{report}");
     let gap = report["write_gap_ms"].as_u64().expect("gap");

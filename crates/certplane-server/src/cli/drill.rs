@@ -36,8 +36,10 @@ pub struct WatchArgs {
     /// Time between probes.
     #[arg(long, default_value = "100ms", value_parser = parse_duration)]
     pub interval: Duration,
-    /// How long a probe may take before it counts as failed.
-    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    /// How long a probe (write, then read) may take before it counts as failed. A write through a
+    /// follower during an election waits for the new leader instead of failing, so this is what
+    /// turns a stall into a reported window.
+    #[arg(long, default_value = "500ms", value_parser = parse_duration)]
     pub timeout: Duration,
     /// How long to wait at the end for the nodes to agree.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
@@ -210,7 +212,22 @@ async fn watch(target: &Target, args: WatchArgs) -> i32 {
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let (mut seq, mut failed_writes, mut failed_reads) = (0u64, 0u64, 0u64);
     let mut windows: Vec<Window> = Vec::new();
-    let stop = tokio::signal::ctrl_c();
+    // Ctrl-C, or `kill` (SIGTERM) when the watch runs in the background: stop probing and report.
+    let stop = async {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async {
+                match term.as_mut() {
+                    Some(t) => {
+                        t.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            } => {}
+        }
+    };
     tokio::pin!(stop);
     loop {
         tokio::select! {
