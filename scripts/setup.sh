@@ -28,3 +28,28 @@ if ! command -v cargo >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq cargo rustc >/dev/null
   fi
 fi
+
+# moto (AWS APIs in server mode) and awscli for the AWS driver tests, in the project-local virtualenv
+# (the same .venv scripts/check-deploy.sh uses).
+root="$(cd "$(dirname "$0")/.." && pwd)"
+if [ ! -x "$root/.venv/bin/moto_server" ] || [ ! -x "$root/.venv/bin/aws" ]; then
+  if [ -x /usr/bin/python3 ]; then PY=/usr/bin/python3; else PY="$(command -v python3 || true)"; fi
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  if [ -z "$PY" ]; then
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3 python3-venv >/dev/null
+    PY=/usr/bin/python3
+  fi
+  if [ ! -x "$root/.venv/bin/python" ]; then
+    if ! "$PY" -m venv "$root/.venv" >/dev/null 2>&1; then
+      rm -rf "$root/.venv"
+      $SUDO apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-venv >/dev/null
+      "$PY" -m venv "$root/.venv"
+    fi
+  fi
+  echo "setup: installing moto and awscli into .venv" >&2
+  "$root/.venv/bin/python" -m pip install -q --disable-pip-version-check \
+    "moto==5.2.5" flask flask-cors awscli
+fi
