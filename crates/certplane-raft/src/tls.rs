@@ -152,6 +152,9 @@ mod tests {
 
     #[test]
     fn garbage_pem_is_rejected_at_load() {
+        // As the binary does at start: with more than one rustls provider compiled in (the AWS
+        // SDK brings aws-lc-rs), rustls does not pick one by itself.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let err =
             ClusterTls::from_pem(b"nope".to_vec(), b"nope".to_vec(), b"nope".to_vec()).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);

@@ -200,6 +200,8 @@ async fn dead_peer_is_unreachable_for_openraft() {
 
 #[tokio::test]
 async fn mutual_tls_refuses_clients_without_a_cluster_certificate() {
+    // The binary installs ring at start; with aws-lc-rs also compiled in, rustls needs to be told.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
     let pki = TestPki::new();
     let node = TestNode::start(1, dir.path(), Some(pki.node_tls(1)), 0).await;
@@ -258,6 +260,8 @@ async fn cluster_over_plaintext() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cluster_over_mutual_tls() {
+    // The binary installs ring at start; with aws-lc-rs also compiled in, rustls needs to be told.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     run_cluster_scenario(Some(TestPki::new())).await;
 }
 
