@@ -9,10 +9,9 @@ use std::time::Duration;
 
 use axum::extract::{Path, State};
 use axum::Json;
-use certplane_core::apply::{eligible_for_current_stage, get_request, request_index_key};
+use certplane_core::apply::eligible_for_current_stage;
 use certplane_core::command::DecideApproval;
 use certplane_core::request::{Decision, RequestRecord, RequestState};
-use certplane_core::store::{Keyspace, StateRead};
 use certplane_core::{Applied, Command, Permission, Proposal, Timestamp};
 use serde::{Deserialize, Serialize};
 
@@ -20,7 +19,9 @@ use super::certificates::read_barrier;
 use super::error::{ApiError, ApiResult};
 use super::extract::{request_hash, ApiJson, ApiQuery, Auth, Consistency, IdempotencyKey};
 use super::openapi::ErrorResponse;
-use super::requests::{certificate_of, check_request_id, wait_for_progress, RequestView, MAX_WAIT};
+use super::requests::{
+    certificate_of, check_request_id, list_requests, wait_for_progress, RequestView, MAX_WAIT,
+};
 use super::view::PageView;
 use super::{blocking, now_ms, AppState};
 
@@ -181,16 +182,6 @@ pub async fn list(
     let mine = q.mine.unwrap_or(false);
     let cursor = q.cursor.clone();
     let (items, next) = blocking(move || {
-        let prefix = request_index_key("state", RequestState::PendingApproval.as_str(), "");
-        let mut end = prefix.clone();
-        if let Some(last) = end.last_mut() {
-            *last += 1;
-        }
-        let mut from = prefix.clone();
-        if let Some(c) = &cursor {
-            from.extend_from_slice(c.as_bytes());
-            from.push(0);
-        }
         let keep = |r: &RequestRecord| {
             principal.allows(Permission::Approve, &r.spec.zone)
                 && zone
@@ -198,34 +189,14 @@ pub async fn list(
                     .is_none_or(|z| certplane_core::principal::zone_within(&r.spec.zone, z))
                 && (!mine || eligible_for_current_stage(r, &principal).is_none())
         };
-        let mut out = Vec::new();
-        let mut scanned = 0usize;
-        loop {
-            let batch = view
-                .scan(Keyspace::RequestIndex, &from, &end, 256)
-                .map_err(|e| ApiError::unavailable(e.to_string()))?;
-            if batch.is_empty() {
-                return Ok((out, None));
-            }
-            for (key, _) in &batch {
-                scanned += 1;
-                let id = String::from_utf8_lossy(&key[prefix.len()..]).to_string();
-                if let Some(r) = get_request(&view, &id)
-                    .map_err(|e| ApiError::unavailable(e.to_string()))?
-                    .filter(|r| keep(r))
-                {
-                    out.push(r);
-                    if out.len() >= limit {
-                        return Ok((out, Some(id)));
-                    }
-                }
-                if scanned >= 10_000 {
-                    return Ok((out, Some(id)));
-                }
-            }
-            from = batch.last().map(|(k, _)| k.clone()).unwrap_or_default();
-            from.push(0);
-        }
+        let pending = RequestState::PendingApproval.as_str();
+        list_requests(
+            &view,
+            Some(("state", pending)),
+            keep,
+            cursor.as_deref(),
+            limit,
+        )
     })
     .await?;
     Ok(Json(PageView {

@@ -581,7 +581,7 @@ pub struct ListQuery {
 
 /// Scan one request index (`kind`/`value`), or every request, from `cursor`, keeping records that
 /// pass `keep`, until `limit` are found or a bounded number of entries were read.
-fn list_requests(
+pub(super) fn list_requests(
     view: &impl StateRead,
     index: Option<(&str, &str)>,
     keep: impl Fn(&RequestRecord) -> bool,
