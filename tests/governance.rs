@@ -208,6 +208,12 @@ const EXPECTED: &[(&str, &str, &str)] = &[
     ("GET", "/v1/webhooks/{id}", "admin zone_owner"),
     ("DELETE", "/v1/webhooks/{id}", "admin zone_owner"),
     ("GET", "/v1/webhooks/{id}/deliveries", "admin zone_owner"),
+    (
+        "GET",
+        "/v1/renewals/plan",
+        "admin zone_owner approver requester auditor",
+    ),
+    ("GET", "/v1/aws/iam-policy", "admin operator auditor"),
     ("GET", "/v1/audit", "admin auditor"),
     ("GET", "/v1/audit/verify", "admin auditor"),
     ("GET", "/v1/audit/export", "admin auditor"),

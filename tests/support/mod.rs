@@ -188,6 +188,7 @@ impl TestCluster {
                 max_body_bytes: DEFAULT_MAX_BODY_BYTES,
                 api_tls: None,
                 webhooks: Default::default(),
+                deploy: Default::default(),
                 log: "warn".into(),
             };
             tune(&mut config);

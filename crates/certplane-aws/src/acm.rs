@@ -115,6 +115,40 @@ fn classify<E: ProvideErrorMetadata + std::fmt::Debug>(
     }
 }
 
+/// Where a driver talks: the region, an optional role to assume (another account), and an endpoint
+/// override (tests point it at moto).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct AcmTarget {
+    pub region: String,
+    pub role_arn: Option<String>,
+    pub endpoint_url: Option<String>,
+}
+
+/// Every ACM operation the driver can call: the IAM policy certplane prints lists exactly these.
+pub const OPERATIONS: [&str; 5] = [
+    "ImportCertificate",
+    "DescribeCertificate",
+    "ListTagsForCertificate",
+    "AddTagsToCertificate",
+    "ListCertificates",
+];
+
+/// Count one ACM call by operation and outcome (`ok`, `throttled`, `retryable`, `refused`).
+fn observe<T>(operation: &'static str, result: Result<T, AcmError>) -> Result<T, AcmError> {
+    let outcome = match &result {
+        Ok(_) => "ok",
+        Err(e) if e.is_throttle() => "throttled",
+        Err(AcmError::Retryable { .. }) => "retryable",
+        Err(_) => "refused",
+    };
+    metrics::counter!("certplane_acm_calls_total", "operation" => operation, "outcome" => outcome)
+        .increment(1);
+    if outcome == "throttled" {
+        metrics::counter!("certplane_acm_throttled_total", "operation" => operation).increment(1);
+    }
+    result
+}
+
 /// One region's ACM client.
 #[derive(Clone)]
 pub struct AcmDriver {
@@ -124,13 +158,106 @@ pub struct AcmDriver {
 impl AcmDriver {
     /// A client for `region` from the default credential chain and endpoint settings.
     pub async fn for_region(region: &str) -> AcmDriver {
-        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .region(aws_config::Region::new(region.to_string()))
-            .load()
-            .await;
+        AcmDriver::connect(&AcmTarget {
+            region: region.to_string(),
+            role_arn: None,
+            endpoint_url: None,
+        })
+        .await
+    }
+
+    /// A client for `target`: credentials from the default chain (assuming `role_arn` through STS
+    /// when set), no static keys. The SDK does not retry by itself: the caller's rate limiter sees
+    /// every call, and throttling comes back to it to slow down.
+    pub async fn connect(target: &AcmTarget) -> AcmDriver {
+        let region = aws_config::Region::new(target.region.clone());
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(region.clone())
+            .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(1));
+        if let Some(url) = &target.endpoint_url {
+            loader = loader.endpoint_url(url);
+        }
+        let base = loader.load().await;
+        let config = match &target.role_arn {
+            None => base,
+            Some(role) => {
+                let provider = aws_config::sts::AssumeRoleProvider::builder(role)
+                    .session_name("certplane")
+                    .region(region)
+                    .configure(&base)
+                    .build()
+                    .await;
+                base.into_builder()
+                    .credentials_provider(aws_sdk_acm::config::SharedCredentialsProvider::new(
+                        provider,
+                    ))
+                    .build()
+            }
+        };
         AcmDriver {
             client: aws_sdk_acm::Client::new(&config),
         }
+    }
+
+    /// The imported certificate tagged `key=value`, if there is one: how a first import whose
+    /// answer was lost is found again instead of being imported twice. Pages through every
+    /// certificate of the account and region, so it is only used in that case.
+    pub async fn find_by_tag(&self, key: &str, value: &str) -> Result<Option<String>, AcmError> {
+        use aws_sdk_acm::types::{Filters, KeyAlgorithm};
+        // Without a key-type filter ListCertificates answers only RSA-2048 certificates.
+        let filters = Filters::builder()
+            .set_key_types(Some(vec![
+                KeyAlgorithm::Rsa2048,
+                KeyAlgorithm::Rsa3072,
+                KeyAlgorithm::Rsa4096,
+                KeyAlgorithm::EcPrime256v1,
+                KeyAlgorithm::EcSecp384r1,
+                KeyAlgorithm::EcSecp521r1,
+            ]))
+            .build();
+        let mut token: Option<String> = None;
+        loop {
+            let page = observe(
+                "ListCertificates",
+                self.client
+                    .list_certificates()
+                    .includes(filters.clone())
+                    .set_next_token(token.clone())
+                    .send()
+                    .await
+                    .map_err(|e| classify("ListCertificates", e)),
+            )?;
+            for summary in page.certificate_summary_list() {
+                let Some(arn) = summary.certificate_arn() else {
+                    continue;
+                };
+                let tags = self.list_tags(arn).await?;
+                if tags.get(key).map(String::as_str) == Some(value) {
+                    return Ok(Some(arn.to_string()));
+                }
+            }
+            match page.next_token() {
+                Some(next) if !next.is_empty() => token = Some(next.to_string()),
+                _ => return Ok(None),
+            }
+        }
+    }
+
+    async fn list_tags(&self, arn: &str) -> Result<BTreeMap<String, String>, AcmError> {
+        let listed = observe(
+            "ListTagsForCertificate",
+            self.client
+                .list_tags_for_certificate()
+                .certificate_arn(arn)
+                .send()
+                .await
+                .map_err(|e| classify("ListTagsForCertificate", e)),
+        )?;
+        Ok(listed
+            .tags()
+            .iter()
+            .map(|t| (t.key().to_string(), t.value().unwrap_or("").to_string()))
+            .collect())
     }
 
     pub fn client(&self) -> &aws_sdk_acm::Client {
@@ -143,6 +270,18 @@ impl AcmDriver {
         destination: &AcmDestination,
         deployment: &Deployment<'_>,
     ) -> Result<Deployed, AcmError> {
+        let arn = self.import(destination, deployment).await?;
+        self.check(&arn, destination, deployment).await
+    }
+
+    /// ImportCertificate alone: the ARN ACM answered (the same as `deployment.arn` on a re-import).
+    /// A first import that fails with anything but throttling may still have created the
+    /// certificate: the caller must not simply send it again.
+    pub async fn import(
+        &self,
+        destination: &AcmDestination,
+        deployment: &Deployment<'_>,
+    ) -> Result<String, AcmError> {
         let mut import = self
             .client
             .import_certificate()
@@ -159,10 +298,13 @@ impl AcmDriver {
                 }
             }
         }
-        let imported = import
-            .send()
-            .await
-            .map_err(|e| classify("ImportCertificate", e))?;
+        let imported = observe(
+            "ImportCertificate",
+            import
+                .send()
+                .await
+                .map_err(|e| classify("ImportCertificate", e)),
+        )?;
         let arn = imported
             .certificate_arn()
             .map(str::to_string)
@@ -179,10 +321,21 @@ impl AcmDriver {
                 });
             }
         }
-        let observed_serial = self.verify(&arn, deployment).await?;
-        let tags_restored = self.restore_tags(&arn, &destination.tags).await?;
+        Ok(arn)
+    }
+
+    /// After an import: DescribeCertificate must show the deployed serial and NotAfter, and lost
+    /// tags are re-added.
+    pub async fn check(
+        &self,
+        arn: &str,
+        destination: &AcmDestination,
+        deployment: &Deployment<'_>,
+    ) -> Result<Deployed, AcmError> {
+        let observed_serial = self.verify(arn, deployment).await?;
+        let tags_restored = self.restore_tags(arn, &destination.tags).await?;
         Ok(Deployed {
-            arn,
+            arn: arn.to_string(),
             observed_serial,
             tags_restored,
         })
@@ -190,13 +343,15 @@ impl AcmDriver {
 
     /// DescribeCertificate must show the deployed serial and NotAfter.
     async fn verify(&self, arn: &str, deployment: &Deployment<'_>) -> Result<String, AcmError> {
-        let described = self
-            .client
-            .describe_certificate()
-            .certificate_arn(arn)
-            .send()
-            .await
-            .map_err(|e| classify("DescribeCertificate", e))?;
+        let described = observe(
+            "DescribeCertificate",
+            self.client
+                .describe_certificate()
+                .certificate_arn(arn)
+                .send()
+                .await
+                .map_err(|e| classify("DescribeCertificate", e)),
+        )?;
         let detail = described
             .certificate()
             .ok_or_else(|| AcmError::NotVerified {
@@ -240,18 +395,7 @@ impl AcmDriver {
         if wanted.is_empty() {
             return Ok(false);
         }
-        let listed = self
-            .client
-            .list_tags_for_certificate()
-            .certificate_arn(arn)
-            .send()
-            .await
-            .map_err(|e| classify("ListTagsForCertificate", e))?;
-        let have: BTreeMap<String, String> = listed
-            .tags()
-            .iter()
-            .map(|t| (t.key().to_string(), t.value().unwrap_or("").to_string()))
-            .collect();
+        let have = self.list_tags(arn).await?;
         let missing: BTreeMap<String, String> = wanted
             .iter()
             .filter(|(k, v)| have.get(*k) != Some(*v))
@@ -264,9 +408,12 @@ impl AcmDriver {
         for tag in tags_of(&missing) {
             add = add.tags(tag);
         }
-        add.send()
-            .await
-            .map_err(|e| classify("AddTagsToCertificate", e))?;
+        observe(
+            "AddTagsToCertificate",
+            add.send()
+                .await
+                .map_err(|e| classify("AddTagsToCertificate", e)),
+        )?;
         Ok(true)
     }
 }

@@ -3,4 +3,5 @@
 //! standard `AWS_ENDPOINT_URL` variables (moto in tests).
 
 pub mod acm;
+pub mod iam;
 pub mod serial;

@@ -60,6 +60,9 @@ pub struct AuditDetails {
     pub certificate_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
+    /// The AWS resource the action concerned (an ACM certificate ARN).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arn: Option<String>,
 }
 
 impl AuditRecord {

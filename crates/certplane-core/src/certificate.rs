@@ -114,6 +114,12 @@ pub struct CertificateRecord {
     /// certificate entered the inventory.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notices: Vec<ExpiryNotice>,
+    /// Where the certificate is deployed, one entry per destination.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deployments: Vec<crate::deploy::Deployment>,
+    /// The automatic renewal, for certificates a certplane issuer issued in a zone that renews.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renewal: Option<crate::deploy::RenewalSchedule>,
 }
 
 /// One expiry notice: `certificate.expiring` is sent once, at `due_at`, for `threshold`.

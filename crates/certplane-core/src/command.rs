@@ -159,6 +159,8 @@ pub enum Command {
         /// `notify_before` or `renew_before`.
         threshold: String,
     },
+    /// The deploy worker's outcome for one attempt at one destination of a certificate.
+    RecordDeployment(Box<RecordDeployment>),
     /// A failover drill's probe write: the latest sequence number of drill `drill` is `seq`.
     Probe {
         drill: String,
@@ -193,6 +195,11 @@ impl Command {
             Command::DeleteWebhook { .. } => "webhook.delete",
             Command::RecordDelivery { .. } => "webhook.delivery",
             Command::NotifyExpiring { .. } => "certificate.expiring",
+            Command::RecordDeployment(r) => match r.outcome {
+                crate::deploy::DeploymentOutcome::Importing => "certificate.deploy_start",
+                crate::deploy::DeploymentOutcome::Deployed { .. } => "certificate.deployed",
+                crate::deploy::DeploymentOutcome::Failed { .. } => "certificate.deploy_failed",
+            },
             Command::Probe { .. } => "sys.probe",
             Command::Noop => "sys.noop",
         }
@@ -222,6 +229,7 @@ impl Command {
             Command::NotifyExpiring { certificate_id, .. } => {
                 format!("certificate/{certificate_id}")
             }
+            Command::RecordDeployment(r) => format!("certificate/{}", r.certificate_id),
             Command::Probe { drill, .. } => format!("drill/{drill}"),
             Command::Noop => "-".into(),
         }
@@ -266,6 +274,17 @@ pub struct CompleteIssuance {
     pub chain_pem: String,
     /// The generated key, sealed; `None` when the requester sent a CSR.
     pub private_key: Option<EncryptedKey>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecordDeployment {
+    pub certificate_id: String,
+    /// Position of the destination in the certificate's deployments.
+    pub destination: usize,
+    /// 1 for the first outcome; must be one more than the outcomes recorded so far, so a deposed
+    /// leader's late outcome is refused.
+    pub attempt: u32,
+    pub outcome: crate::deploy::DeploymentOutcome,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -358,6 +377,10 @@ pub enum Applied {
     Probed {
         drill: String,
         seq: u64,
+    },
+    DeploymentRecorded {
+        record: Box<CertificateRecord>,
+        destination: usize,
     },
     Noop,
     /// Membership changes and blank entries: nothing for the application.

@@ -14,6 +14,7 @@ pub mod apply;
 pub mod audit;
 pub mod certificate;
 pub mod command;
+pub mod deploy;
 pub mod error;
 pub mod issuer;
 pub mod keys;

@@ -116,6 +116,10 @@ pub struct RequestSpec {
     /// Set on a renewal: the certificate the new one will supersede.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub renewal_of: Option<String>,
+    /// Where to deploy the certificate; `None`: the zone's `destinations` (a renewal keeps the
+    /// destinations, and their ARNs, of the certificate it renews).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destinations: Option<Vec<crate::deploy::Destination>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -63,10 +63,15 @@ pub enum Keyspace {
     DeliveriesByWebhook,
     /// due_at (8 bytes BE, offset) ++ certificate id ++ 0 ++ threshold -> (): expiry notices to send
     NoticeQueue,
+    /// next attempt (8 bytes BE, offset) ++ certificate id ++ 0 ++ destination index -> (): open
+    /// deployments (intents)
+    DeploymentQueue,
+    /// due_at (8 bytes BE, offset) ++ certificate id -> (): certificates the renewal worker renews
+    RenewalQueue,
 }
 
 impl Keyspace {
-    pub const ALL: [Keyspace; 26] = [
+    pub const ALL: [Keyspace; 28] = [
         Keyspace::Certificates,
         Keyspace::ByFingerprint,
         Keyspace::ByExpiry,
@@ -93,6 +98,8 @@ impl Keyspace {
         Keyspace::DeliveryQueue,
         Keyspace::DeliveriesByWebhook,
         Keyspace::NoticeQueue,
+        Keyspace::DeploymentQueue,
+        Keyspace::RenewalQueue,
     ];
 
     pub fn name(self) -> &'static str {
@@ -123,6 +130,8 @@ impl Keyspace {
             Keyspace::DeliveryQueue => "sm_delivery_queue",
             Keyspace::DeliveriesByWebhook => "sm_deliveries_by_webhook",
             Keyspace::NoticeQueue => "sm_notice_queue",
+            Keyspace::DeploymentQueue => "sm_deployment_queue",
+            Keyspace::RenewalQueue => "sm_renewal_queue",
         }
     }
 

@@ -120,6 +120,7 @@ fn spec(zone: &str, names: &[&str]) -> RequestSpec {
         owner: Some("team-a".into()),
         tags: BTreeMap::from([("env".to_string(), "test".to_string())]),
         renewal_of: None,
+        destinations: None,
     }
 }
 
@@ -1492,8 +1493,15 @@ fn a_renewal_links_the_certificates_and_a_certificate_is_renewed_once() {
     let mut renewal = spec("/", &["a.corp.example"]);
     renewal.renewal_of = Some(a.id.clone());
     let r2 = log.approved("req_2", renewal.clone());
-    // The old certificate is untouched until the renewal is issued.
-    assert_eq!(certificate(&log.store, &a.id), a);
+    // Until the renewal is issued, the old certificate only records that a renewal is running.
+    let mut now_a = certificate(&log.store, &a.id);
+    let schedule = now_a.renewal.take().expect("issued certificates renew");
+    assert_eq!(schedule.request_id.as_deref(), Some("req_2"));
+    assert_eq!(schedule.attempts, 1);
+    now_a.revision = a.revision;
+    let mut was = a.clone();
+    was.renewal = None;
+    assert_eq!(now_a, was);
     let at = log.now();
     let b = log.issue(&r2, 2);
     assert_eq!(b.supersedes.as_deref(), Some(a.id.as_str()));
@@ -2459,4 +2467,233 @@ fn expiry_notices_are_due_at_the_zone_thresholds_sent_once_and_dropped_with_the_
         RejectCode::Conflict,
     );
     assert!(verify_chain(&log.store).unwrap().ok);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Deployments and automatic renewal
+// ---------------------------------------------------------------------------------------------------
+
+fn deploy_worker() -> Principal {
+    Principal::system(certplane_core::apply::DEPLOY_WORKER, "deploy worker")
+}
+
+fn renewal_worker() -> Principal {
+    Principal::system(certplane_core::apply::RENEWAL_WORKER, "renewal worker")
+}
+
+fn record_deployment(
+    cert: &str,
+    destination: usize,
+    attempt: u32,
+    outcome: certplane_core::deploy::DeploymentOutcome,
+) -> Command {
+    Command::RecordDeployment(Box::new(certplane_core::command::RecordDeployment {
+        certificate_id: cert.into(),
+        destination,
+        attempt,
+        outcome,
+    }))
+}
+
+fn deployed(arn: &str) -> certplane_core::deploy::DeploymentOutcome {
+    certplane_core::deploy::DeploymentOutcome::Deployed {
+        arn: arn.into(),
+        observed_serial: "1".into(),
+        tags_restored: false,
+    }
+}
+
+const ARN_EU: &str = "arn:aws:acm:eu-west-1:123456789012:certificate/aaaa-1";
+const ARN_US: &str = "arn:aws:acm:us-east-1:123456789012:certificate/bbbb-2";
+
+#[test]
+fn deployments_are_fenced_by_attempt_and_a_renewal_keeps_every_arn() {
+    use certplane_core::deploy::{DeploymentOutcome, DeploymentState};
+    let mut log = Log::initialized();
+    log.zone(
+        "/",
+        r#"{"destinations":{"value":[{"type":"acm","region":"eu-west-1","tags":{"team":"payments"}},{"type":"acm","region":"us-east-1"}]}}"#,
+    );
+    let r1 = log.approved("req_1", spec("/", &["a.corp.example"]));
+    let a = log.issue(&r1, 1);
+    assert_eq!(a.deployments.len(), 2);
+    assert!(a
+        .deployments
+        .iter()
+        .all(|d| d.state == DeploymentState::Pending && d.lineage == a.id && d.arn.is_none()));
+    assert_eq!(keys_of(&log.store, Keyspace::DeploymentQueue, b"").len(), 2);
+    assert_eq!(keys_of(&log.store, Keyspace::RenewalQueue, b"").len(), 1);
+
+    // Only the deploy worker records outcomes, each naming the next attempt.
+    refused(
+        &mut log,
+        admin(),
+        record_deployment(&a.id, 0, 1, deployed(ARN_EU)),
+        RejectCode::Forbidden,
+    );
+    log.propose(
+        deploy_worker(),
+        record_deployment(&a.id, 0, 1, DeploymentOutcome::Importing),
+    );
+    assert!(certificate(&log.store, &a.id).deployments[0].import_started);
+    refused(
+        &mut log,
+        deploy_worker(),
+        record_deployment(&a.id, 0, 1, deployed(ARN_EU)),
+        RejectCode::StaleGeneration,
+    );
+    refused(
+        &mut log,
+        deploy_worker(),
+        record_deployment(&a.id, 0, 2, deployed(ARN_US)),
+        RejectCode::InvalidArgument,
+    );
+    assert!(log
+        .propose(
+            deploy_worker(),
+            record_deployment(&a.id, 0, 2, deployed(ARN_EU))
+        )
+        .result
+        .is_ok());
+    // Deployed is final for this certificate: a late duplicate is stale.
+    refused(
+        &mut log,
+        deploy_worker(),
+        record_deployment(&a.id, 0, 3, deployed(ARN_EU)),
+        RejectCode::StaleGeneration,
+    );
+    // A failure that learned the ARN binds it; a later outcome cannot name another.
+    let retry_at = Timestamp(log.now().0 + 30_000);
+    assert!(log
+        .propose(
+            deploy_worker(),
+            record_deployment(
+                &a.id,
+                1,
+                1,
+                DeploymentOutcome::Failed {
+                    error: "did not verify".into(),
+                    arn: Some(ARN_US.into()),
+                    retry_at,
+                },
+            ),
+        )
+        .result
+        .is_ok());
+    let now = certificate(&log.store, &a.id);
+    assert_eq!(now.deployments[1].state, DeploymentState::Failed);
+    assert_eq!(now.deployments[1].next_attempt_at, retry_at);
+    refused(
+        &mut log,
+        deploy_worker(),
+        record_deployment(
+            &a.id,
+            1,
+            2,
+            deployed("arn:aws:acm:us-east-1:123456789012:certificate/other"),
+        ),
+        RejectCode::InvalidArgument,
+    );
+    assert_eq!(keys_of(&log.store, Keyspace::DeploymentQueue, b"").len(), 1);
+
+    // The renewal worker submits only the due renewal, under the derived id, once.
+    let due = now.renewal.clone().unwrap().due_at;
+    assert!(due.0 <= now.details.not_after.0 - Span::days(30).millis() + Span::days(3).millis());
+    let renewal_spec = || {
+        let mut s = spec("/", &["a.corp.example"]);
+        s.renewal_of = Some(a.id.clone());
+        s
+    };
+    let early = log.propose(
+        renewal_worker(),
+        submit(&format!("renew-{}-1", a.id), renewal_spec()),
+    );
+    assert_eq!(code(&early), Some(RejectCode::Conflict), "{early:?}");
+    let at_due = |log: &Log, id: &str| {
+        Proposal::new(
+            Timestamp(due.0.max(log.now().0)),
+            renewal_worker(),
+            submit(id, renewal_spec()),
+        )
+    };
+    let wrong = log.propose_full(at_due(&log, "renew-x-1"));
+    assert_eq!(code(&wrong), Some(RejectCode::StaleGeneration));
+    let first = log.propose_full(at_due(&log, &format!("renew-{}-1", a.id)));
+    let r2 = recorded(&first);
+    assert_eq!(r2.state, RequestState::Approved);
+    assert!(keys_of(&log.store, Keyspace::RenewalQueue, b"").is_empty());
+    let again = log.propose_full(at_due(&log, &format!("renew-{}-1", a.id)));
+    assert!(again.result.is_err(), "a second leader's copy is refused");
+    let again = log.propose_full(at_due(&log, &format!("renew-{}-2", a.id)));
+    assert_eq!(code(&again), Some(RejectCode::StaleGeneration));
+
+    let b = log.issue(&r2, 2);
+    assert_eq!(b.deployments.len(), 2);
+    assert_eq!(b.deployments[0].arn.as_deref(), Some(ARN_EU));
+    assert_eq!(b.deployments[1].arn.as_deref(), Some(ARN_US));
+    assert!(b
+        .deployments
+        .iter()
+        .all(|d| d.lineage == a.id && d.state == DeploymentState::Pending && d.attempts == 0));
+    let a_now = certificate(&log.store, &a.id);
+    assert_eq!(a_now.deployments[0].state, DeploymentState::Deployed);
+    assert_eq!(a_now.deployments[1].state, DeploymentState::Cancelled);
+    // Only the successor's deployments and renewal are queued.
+    assert_eq!(keys_of(&log.store, Keyspace::DeploymentQueue, b"").len(), 2);
+    let renewals = keys_of(&log.store, Keyspace::RenewalQueue, b"");
+    assert_eq!(renewals.len(), 1);
+    assert!(renewals[0].ends_with(b.id.as_bytes()));
+    // An outcome for the superseded certificate is stale.
+    refused(
+        &mut log,
+        deploy_worker(),
+        record_deployment(&a.id, 1, 2, deployed(ARN_US)),
+        RejectCode::StaleGeneration,
+    );
+
+    // A renewal that fails puts the certificate back in the queue after a back-off.
+    let b_due = b.renewal.clone().unwrap().due_at;
+    let mut s = spec("/", &["a.corp.example"]);
+    s.renewal_of = Some(b.id.clone());
+    let r3 = recorded(&log.propose_full(Proposal::new(
+        Timestamp(b_due.0.max(log.now().0)),
+        renewal_worker(),
+        submit(&format!("renew-{}-1", b.id), s),
+    )));
+    assert!(log
+        .propose(worker(), fail(&r3.id, r3.generation))
+        .result
+        .is_ok());
+    let b_now = certificate(&log.store, &b.id);
+    let schedule = b_now.renewal.unwrap();
+    assert_eq!(schedule.request_id, None);
+    assert_eq!(schedule.attempts, 1);
+    assert!(schedule.last_error.unwrap().contains("failed"));
+    assert_eq!(keys_of(&log.store, Keyspace::RenewalQueue, b"").len(), 1);
+    assert!(verify_chain(&log.store).is_ok());
+}
+
+#[test]
+fn a_csr_request_cannot_have_destinations_and_zones_can_turn_renewal_off() {
+    let mut log = Log::initialized();
+    log.zone(
+        "/",
+        r#"{"destinations":{"value":[{"type":"acm","region":"eu-west-1"}]}}"#,
+    );
+    let mut csr = spec("/", &["a.corp.example"]);
+    csr.key = KeySource::Csr {
+        csr_pem: "-----BEGIN CERTIFICATE REQUEST-----\n-----END CERTIFICATE REQUEST-----\n".into(),
+    };
+    let out = log.propose(admin(), submit("req_1", csr.clone()));
+    assert_eq!(code(&out), Some(RejectCode::InvalidArgument));
+    assert!(rejection(&out).message.contains("private key"));
+    csr.destinations = Some(Vec::new());
+    log.approved("req_2", csr);
+
+    log.zone("/", r#"{"auto_renew":{"value":false}}"#);
+    let r = log.approved("req_3", spec("/", &["b.corp.example"]));
+    let c = log.issue(&r, 3);
+    assert!(c.renewal.is_none());
+    assert!(c.deployments.is_empty());
+    assert!(keys_of(&log.store, Keyspace::RenewalQueue, b"").is_empty());
 }

@@ -11,6 +11,7 @@ mod commands;
 mod drill;
 mod governance;
 mod issuance;
+mod renewals;
 
 use crate::config::ServerOptions;
 pub use commands::verify_export;
@@ -132,6 +133,20 @@ pub enum Command {
         target: Target,
         #[command(subcommand)]
         command: governance::ApprovalsCommand,
+    },
+    /// Automatic renewal and deployment: what will happen when.
+    Renewals {
+        #[command(flatten)]
+        target: Target,
+        #[command(subcommand)]
+        command: renewals::RenewalsCommand,
+    },
+    /// AWS integration: the IAM policy the configured destinations need.
+    Aws {
+        #[command(flatten)]
+        target: Target,
+        #[command(subcommand)]
+        command: renewals::AwsCommand,
     },
     /// Failover drills: watch availability while you inject a fault, or transfer leadership.
     Drill {
@@ -426,6 +441,8 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Approvals { target, command } => governance::approvals(target, command).await,
         Command::Whoami { target } => governance::whoami(target).await,
         Command::Drill { target, command } => drill::drill(target, command).await,
+        Command::Renewals { target, command } => renewals::renewals(target, command).await,
+        Command::Aws { target, command } => renewals::aws(target, command).await,
         Command::Snapshot {
             command: SnapshotCommand::Save { file, target },
         } => match client(&target).download("/v1/sys/snapshot", &file).await {

@@ -97,6 +97,22 @@ pub struct ServerOptions {
     /// Attempts per webhook delivery before it is recorded as failed.
     #[arg(long, env = "CERTPLANE_WEBHOOK_MAX_ATTEMPTS")]
     pub webhook_max_attempts: Option<u64>,
+    /// AWS endpoint for ACM and STS (default: the SDK's own, or AWS_ENDPOINT_URL). Tests point
+    /// it at moto.
+    #[arg(long, env = "CERTPLANE_AWS_ENDPOINT_URL")]
+    pub aws_endpoint_url: Option<String>,
+    /// ImportCertificate calls per second per account and region (ACM's default quota is 1).
+    #[arg(long, env = "CERTPLANE_ACM_IMPORT_RATE")]
+    pub acm_import_rate: Option<f64>,
+    /// Deployments the leader runs at once.
+    #[arg(long, env = "CERTPLANE_DEPLOY_CONCURRENCY")]
+    pub deploy_concurrency: Option<usize>,
+    /// First retry delay of a failed deployment in milliseconds (doubling, at most an hour).
+    #[arg(long, env = "CERTPLANE_DEPLOY_RETRY_BASE_MS")]
+    pub deploy_retry_base_ms: Option<u64>,
+    /// Renewals the leader submits per second at most (due renewals beyond it wait their turn).
+    #[arg(long, env = "CERTPLANE_RENEWAL_RATE")]
+    pub renewal_rate: Option<f64>,
     /// Log filter (tracing-subscriber EnvFilter syntax).
     #[arg(long, env = "CERTPLANE_LOG")]
     pub log: Option<String>,
@@ -122,7 +138,30 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     pub api_tls: Option<ApiTls>,
     pub webhooks: WebhookSettings,
+    pub deploy: DeploySettings,
     pub log: String,
+}
+
+/// The leader's renewal and deployment workers.
+#[derive(Debug, Clone)]
+pub struct DeploySettings {
+    pub aws_endpoint_url: Option<String>,
+    pub acm_import_rate: f64,
+    pub concurrency: usize,
+    pub retry_base_ms: u64,
+    pub renewal_rate: f64,
+}
+
+impl Default for DeploySettings {
+    fn default() -> Self {
+        DeploySettings {
+            aws_endpoint_url: None,
+            acm_import_rate: 1.0,
+            concurrency: 4,
+            retry_base_ms: 30_000,
+            renewal_rate: 200.0,
+        }
+    }
 }
 
 /// TLS for the HTTP API, optionally verifying client certificates (mutual TLS).
@@ -216,6 +255,11 @@ impl ServerOptions {
             api_client_ca,
             webhook_retry_base_ms,
             webhook_max_attempts,
+            aws_endpoint_url,
+            acm_import_rate,
+            deploy_concurrency,
+            deploy_retry_base_ms,
+            renewal_rate,
             log
         )
     }
@@ -301,6 +345,22 @@ impl ServerOptions {
                     .map(|n| n.clamp(1, 100) as u32)
                     .unwrap_or(webhook_default.max_attempts),
             },
+            deploy: {
+                let d = DeploySettings::default();
+                DeploySettings {
+                    aws_endpoint_url: opts.aws_endpoint_url,
+                    acm_import_rate: opts.acm_import_rate.unwrap_or(d.acm_import_rate),
+                    concurrency: opts
+                        .deploy_concurrency
+                        .unwrap_or(d.concurrency)
+                        .clamp(1, 256),
+                    retry_base_ms: opts
+                        .deploy_retry_base_ms
+                        .unwrap_or(d.retry_base_ms)
+                        .clamp(1, 3_600_000),
+                    renewal_rate: opts.renewal_rate.unwrap_or(d.renewal_rate),
+                }
+            },
             log: opts.log.unwrap_or_else(|| "info".into()),
         };
         config.validate()?;
@@ -312,6 +372,14 @@ impl ServerConfig {
     pub fn validate(&self) -> anyhow::Result<()> {
         if self.node_id == 0 {
             anyhow::bail!("--node-id must be 1 or more");
+        }
+        for (flag, rate) in [
+            ("--acm-import-rate", self.deploy.acm_import_rate),
+            ("--renewal-rate", self.deploy.renewal_rate),
+        ] {
+            if !(rate.is_finite() && rate > 0.0 && rate <= 100_000.0) {
+                anyhow::bail!("{flag} must be a positive number of calls per second, not {rate}");
+            }
         }
         if self.tls.is_none() && !self.insecure {
             anyhow::bail!("node-to-node TLS is required: pass --tls-ca/--tls-cert/--tls-key (see `certplane tls init`), or --insecure for development");

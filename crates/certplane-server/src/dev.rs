@@ -101,6 +101,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             api_tls: None,
             webhooks: Default::default(),
+            deploy: Default::default(),
             log: args.log.clone(),
         };
         handles.push(start_node(&config, api, cluster).await?);

@@ -173,6 +173,14 @@ pub async fn start_node_with(
         node.clone(),
         stop_rx.clone(),
     )));
+    background.push(tokio::spawn(crate::workers::renewals::run(
+        node.clone(),
+        config.deploy.renewal_rate,
+        stop_rx.clone(),
+    )));
+    let deployer =
+        crate::workers::deploy::DeployWorker::new(node.clone(), kek.clone(), config.deploy.clone());
+    background.push(tokio::spawn(deployer.run(stop_rx.clone())));
     background.push(tokio::spawn(crate::workers::approvals::run(
         node.clone(),
         stop_rx.clone(),

@@ -163,6 +163,9 @@ pub(super) fn decide(
     request.generation += 1;
     request.revision = entry.index;
     write_request_record(store, &old, &request);
+    if request.state.is_final() {
+        super::deployments::renewal_ended(store, entry, proposal, &request)?;
+    }
     Ok(Ok(Applied::RequestUpdated {
         request: Box::new(request),
     }))
@@ -198,6 +201,9 @@ pub(super) fn expire(
     request.generation += 1;
     request.revision = entry.index;
     write_request_record(store, &old, &request);
+    if request.state.is_final() {
+        super::deployments::renewal_ended(store, entry, proposal, &request)?;
+    }
     Ok(Ok(Applied::RequestUpdated {
         request: Box::new(request),
     }))

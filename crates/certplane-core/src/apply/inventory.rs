@@ -99,6 +99,8 @@ pub(super) fn import_certificate(
         superseded_by: None,
         revocation: None,
         notices: expiry_notices(store, &import.zone, import.details.not_after)?,
+        deployments: Vec::new(),
+        renewal: None,
     };
     store.put(
         Keyspace::ByFingerprint,
@@ -383,6 +385,20 @@ fn index_entries(record: &CertificateRecord) -> Vec<(Keyspace, Vec<u8>)> {
             entries.push((
                 Keyspace::NoticeQueue,
                 keys::notice_key(notice.due_at, id, &notice.threshold),
+            ));
+        }
+        for (i, d) in record.deployments.iter().enumerate() {
+            if d.state.is_open() {
+                entries.push((
+                    Keyspace::DeploymentQueue,
+                    keys::notice_key(d.next_attempt_at, id, &i.to_string()),
+                ));
+            }
+        }
+        if let Some(schedule) = record.renewal.as_ref().filter(|s| s.request_id.is_none()) {
+            entries.push((
+                Keyspace::RenewalQueue,
+                keys::expiry_key(schedule.due_at, id),
             ));
         }
     }

@@ -17,6 +17,7 @@ use crate::principal::{Permission, Principal, TokenRecord};
 use crate::store::{Keyspace, StateRead, StateStore};
 
 mod approvals;
+mod deployments;
 mod inventory;
 mod issuers;
 mod requests;
@@ -25,6 +26,7 @@ mod webhooks;
 mod zones;
 
 pub use approvals::{eligible_for_current_stage, APPROVAL_WORKER};
+pub use deployments::{deploy_places, destinations_for, Place, DEPLOY_WORKER, RENEWAL_WORKER};
 pub use inventory::NOTICE_WORKER;
 pub use issuers::get_issuer;
 pub use requests::{
@@ -138,6 +140,9 @@ pub fn apply(
             certificate_id,
             threshold,
         } => inventory::notify_expiring(store, entry, proposal, certificate_id, threshold)?,
+        Command::RecordDeployment(rec) => {
+            deployments::record_deployment(store, entry, proposal, rec)?
+        }
         Command::Probe { drill, seq } => probe(store, proposal, drill, *seq)?,
         Command::Noop => Ok(Applied::Noop),
     };
@@ -227,6 +232,14 @@ fn audit_details(proposal: &Proposal, result: &Result<Applied, Rejection>) -> Au
             d.certificate_id = Some(record.id.clone());
             d.serial = Some(record.details.serial.clone());
             d.issuer = record.issuance.as_ref().map(|i| i.issuer.clone());
+        }
+        (Command::RecordDeployment(rec), Ok(Applied::DeploymentRecorded { record, .. })) => {
+            d.certificate_id = Some(record.id.clone());
+            d.serial = Some(record.details.serial.clone());
+            d.arn = record
+                .deployments
+                .get(rec.destination)
+                .and_then(|x| x.arn.clone());
         }
         (_, Ok(Applied::KeyExportAllowed { id })) => {
             d.certificate_id = Some(id.clone());

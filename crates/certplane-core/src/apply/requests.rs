@@ -210,6 +210,14 @@ pub(super) fn submit_request(
             }
         }
     }
+    if let Some(rejection) =
+        super::deployments::check_worker_renewal(store, proposal, &submit.id, spec)?
+    {
+        return Ok(Err(rejection));
+    }
+    if let Some(rejection) = super::deployments::check_destinations(store, spec)? {
+        return Ok(Err(rejection));
+    }
     let (issuer, violations, policy_versions, approval_policy) = evaluate_request(store, spec)?;
     let skip_reason = if approval_policy.required
         && approval_policy.renewal_skips
@@ -264,6 +272,7 @@ pub(super) fn submit_request(
         approval,
     };
     write_request(store, &record);
+    super::deployments::renewal_submitted(store, entry, proposal, &record)?;
     if state == RequestState::Rejected {
         let mut rejection = Rejection::new(
             RejectCode::PolicyViolation,
@@ -381,7 +390,7 @@ pub(super) fn complete_issuance(
         if let Some(newer) = get_certificate(store, old_id)?.and_then(|c| c.superseded_by) {
             let message = format!("certificate {old_id} was already renewed by {newer}");
             let id = request.id.clone();
-            record_failure(store, entry, proposal, request, &message);
+            record_failure(store, entry, proposal, request, &message)?;
             let mut rejection = Rejection::new(RejectCode::Conflict, message);
             rejection.object_id = Some(id);
             return Ok(Err(rejection));
@@ -441,13 +450,28 @@ pub(super) fn complete_issuance(
             &request.spec.zone,
             done.details.not_after,
         )?,
+        deployments: super::deployments::new_deployments(
+            store,
+            &request,
+            &done.certificate_id,
+            done.private_key.is_some(),
+            proposal.proposed_at,
+        )?,
+        renewal: super::deployments::new_renewal(
+            store,
+            &request.spec.zone,
+            &done.certificate_id,
+            done.details.not_after,
+        )?,
     };
     store.put(Keyspace::ByFingerprint, fingerprint, record.id.as_bytes());
     write_certificate(store, &record);
+    super::deployments::note_places(store, &record.deployments)?;
     if let Some(old_id) = &request.spec.renewal_of {
         if let Some(mut old) = get_certificate(store, old_id)? {
             unindex(store, &old);
             old.superseded_by = Some(record.id.clone());
+            super::deployments::cancel_open(&mut old);
             old.updated_at = proposal.proposed_at;
             old.generation += 1;
             old.revision = entry.index;
@@ -494,20 +518,21 @@ pub(super) fn fail_issuance(
         Ok(request) => request,
         Err(rejection) => return Ok(Err(rejection)),
     };
-    let request = record_failure(store, entry, proposal, request, error);
+    let request = record_failure(store, entry, proposal, request, error)?;
     Ok(Ok(Applied::RequestUpdated {
         request: Box::new(request),
     }))
 }
 
-/// Move an approved request to `failed` (final), out of the issuance queue.
+/// Move an approved request to `failed` (final), out of the issuance queue; a renewal's certificate
+/// goes back into the renewal queue.
 fn record_failure(
     store: &mut impl StateStore,
     entry: EntryContext,
     proposal: &Proposal,
     mut request: RequestRecord,
     error: &str,
-) -> RequestRecord {
+) -> Result<RequestRecord, CoreError> {
     unindex_request(store, &request);
     request.state = RequestState::Failed;
     request.error = Some(error.to_string());
@@ -515,5 +540,6 @@ fn record_failure(
     request.generation += 1;
     request.revision = entry.index;
     write_request(store, &request);
-    request
+    super::deployments::renewal_ended(store, entry, proposal, &request)?;
+    Ok(request)
 }

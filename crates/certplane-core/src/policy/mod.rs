@@ -301,6 +301,12 @@ policy_fields! {
     owner_required: bool = false;
     /// Tag keys every request must set (to a non-empty value).
     required_tags: Vec<String> = Vec::new();
+    /// Issued certificates are renewed automatically at `renew_before`.
+    auto_renew: bool = true;
+    /// Where certificates of the zone are deployed when their request names no destinations.
+    destinations: Vec<crate::deploy::Destination> = Vec::new();
+    /// Daily UTC windows (`HH:MM-HH:MM`) in which deployments may run. Empty: any time.
+    deploy_windows: Vec<String> = Vec::new();
 }
 
 /// A custom rule in force, with the zone that defined it.
@@ -466,6 +472,24 @@ impl ZonePolicy {
                     "renew_before",
                     "renewal cannot start before the first expiry notification (renew_before > notify_before)",
                 ));
+            }
+        }
+        if let Some(destinations) = &out.destinations {
+            crate::deploy::validate_destinations(&destinations.value)
+                .map_err(|e| PolicyError::new("destinations", e))?;
+        }
+        if let Some(windows) = &mut out.deploy_windows {
+            check_len("deploy_windows", windows.value.len())?;
+            for w in windows.value.iter_mut() {
+                let parsed = crate::deploy::Window::parse(w)
+                    .map_err(|e| PolicyError::new("deploy_windows", e))?;
+                *w = format!(
+                    "{:02}:{:02}-{:02}:{:02}",
+                    parsed.start_min / 60,
+                    parsed.start_min % 60,
+                    parsed.end_min / 60,
+                    parsed.end_min % 60
+                );
             }
         }
         if let Some(stages) = &mut out.approval_stages {

@@ -554,8 +554,11 @@ fn invalid_policies_are_refused_and_canonicalised() {
         vec!["api.example.com", ".corp.example"]
     );
     assert!(canonical.validate().is_ok());
-    assert_eq!(FIELDS.len(), 18);
+    assert_eq!(FIELDS.len(), 21);
     for bad in [
+        r#"{"destinations":{"value":[{"type":"acm","region":"eu-west"}]}}"#,
+        r#"{"destinations":{"value":[{"type":"acm","region":"eu-west-1"},{"type":"acm","region":"eu-west-1"}]}}"#,
+        r#"{"deploy_windows":{"value":["2am-4am"]}}"#,
         r#"{"approval_stages":{"value":[{"name":"","count":1}]}}"#,
         r#"{"approval_stages":{"value":[{"name":"s","count":0}]}}"#,
         r#"{"approval_stages":{"value":[{"name":"s","count":17}]}}"#,
@@ -570,6 +573,15 @@ fn invalid_policies_are_refused_and_canonicalised() {
         r#"{"approval_stages":{"value":[{"name":"s","role":"root"}]}}"#
     )
     .is_err());
+    let windows: ZonePolicy =
+        serde_json::from_str(r#"{"deploy_windows":{"value":["2:00-4:30"]}}"#).unwrap();
+    assert!(windows.normalized().is_err(), "one-digit hours are refused");
+    let windows: ZonePolicy =
+        serde_json::from_str(r#"{"deploy_windows":{"value":[" 02:00-04:30 "]}}"#).unwrap();
+    assert_eq!(
+        windows.normalized().unwrap().deploy_windows.unwrap().value,
+        vec!["02:00-04:30"]
+    );
 }
 
 #[test]

@@ -82,6 +82,8 @@ pub const ROUTES: &[RouteAccess] = &[
         Needs(P::PrincipalManage),
     ),
     route("GET", "/v1/certificates", Needs(P::InventoryRead)),
+    route("GET", "/v1/renewals/plan", Needs(P::InventoryRead)),
+    route("GET", "/v1/aws/iam-policy", Needs(P::ClusterRead)),
     route(
         "POST",
         "/v1/certificates/import",

@@ -435,6 +435,7 @@ pub async fn renew(
         issuer: None,
         owner: Some(record.owner.clone()).filter(|o| !o.is_empty()),
         tags: record.tags.clone(),
+        destinations: None,
     };
     if let Some(original) = original {
         req.common_name = original.spec.common_name.clone();

@@ -9,6 +9,7 @@ pub mod extract;
 pub mod issuers;
 pub mod openapi;
 pub mod ops;
+pub mod renewals;
 pub mod requests;
 pub mod sys;
 pub mod tokens;
@@ -111,6 +112,8 @@ pub fn router(state: AppState) -> Router {
             get(webhooks::get_one).delete(webhooks::delete),
         )
         .route("/v1/webhooks/{id}/deliveries", get(webhooks::deliveries))
+        .route("/v1/renewals/plan", get(renewals::plan))
+        .route("/v1/aws/iam-policy", get(renewals::iam_policy))
         .route("/v1/audit", get(audit::list))
         .route("/v1/audit/verify", get(audit::verify))
         .route("/v1/audit/export", get(audit::export))

@@ -5,7 +5,9 @@ use serde::Serialize;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
-use super::{approvals, audit, certificates, issuers, ops, requests, sys, tokens, webhooks, zones};
+use super::{
+    approvals, audit, certificates, issuers, ops, renewals, requests, sys, tokens, webhooks, zones,
+};
 
 /// The shape of every error answer.
 #[derive(Serialize, ToSchema)]
@@ -86,6 +88,8 @@ impl Modify for BearerAuth {
         audit::list,
         audit::verify,
         audit::export,
+        renewals::plan,
+        renewals::iam_policy,
     ),
     components(schemas(
         ErrorResponse,
@@ -104,6 +108,11 @@ impl Modify for BearerAuth {
         tokens::WhoAmI,
         certificates::ImportRequest,
         super::view::CertificateView,
+        super::view::DeploymentView,
+        super::view::RenewalView,
+        renewals::RenewalPlan,
+        renewals::PlannedRenewal,
+        renewals::PlannedDeployment,
         sys::InitResponse,
         sys::InitRequest,
         sys::BuiltinCaSettings,
@@ -129,6 +138,7 @@ impl Modify for BearerAuth {
         (name = "requests", description = "Certificate requests, checked against zone policy and issued by the leader"),
         (name = "zones", description = "Policy zones: inherited defaults and locks, dry-run evaluation"),
         (name = "issuers", description = "certplane's CAs and their CRLs"),
+        (name = "renewals", description = "Automatic renewal and ACM deployment: the plan, the IAM policy"),
         (name = "audit", description = "The hash-chained audit trail"),
         (name = "sys", description = "Initialisation, cluster membership and snapshots"),
         (name = "ops", description = "Health, readiness and metrics"),

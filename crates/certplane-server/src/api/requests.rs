@@ -67,6 +67,11 @@ pub struct RequestBody {
     pub owner: Option<String>,
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
+    /// Where to deploy the certificate, e.g. `[{"type":"acm","region":"eu-west-1","tags":{"app":"shop"}}]`;
+    /// absent: the zone's `destinations`; `[]`: nowhere.
+    #[serde(default)]
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub destinations: Option<Vec<certplane_core::deploy::Destination>>,
 }
 
 /// What intake made of a request body: the spec to propose and what it chose not to honour.
@@ -137,6 +142,10 @@ pub fn intake(
         check_text("owner", owner, 128)?;
     }
     check_tags(&body.tags)?;
+    if let Some(list) = &body.destinations {
+        certplane_core::deploy::validate_destinations(list)
+            .map_err(|e| ApiError::bad_request("invalid_argument", format!("destinations: {e}")))?;
+    }
     if let Some(issuer) = &body.issuer {
         check_text("issuer", issuer, 64)?;
     }
@@ -308,6 +317,7 @@ pub fn intake(
             owner: body.owner,
             tags: body.tags,
             renewal_of,
+            destinations: body.destinations,
         },
         warnings,
     })

@@ -53,6 +53,53 @@ pub struct CertificateView {
     pub superseded_by: Option<String>,
     pub revoked_at: Option<String>,
     pub revocation_reason: Option<String>,
+    /// One entry per destination: where the certificate goes and whether ACM serves it.
+    pub deployments: Vec<DeploymentView>,
+    /// The automatic renewal: when it is due, the request running it, the last error.
+    pub renewal: Option<RenewalView>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DeploymentView {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub region: String,
+    pub role_arn: Option<String>,
+    pub arn: Option<String>,
+    pub tags: BTreeMap<String, String>,
+    /// pending, deployed, failed, cancelled
+    pub state: String,
+    pub attempts: u32,
+    pub next_attempt_at: String,
+    pub deployed_at: Option<String>,
+    pub observed_serial: Option<String>,
+    pub last_error: Option<String>,
+}
+
+impl DeploymentView {
+    pub fn new(d: &certplane_core::deploy::Deployment) -> Self {
+        DeploymentView {
+            kind: "acm".into(),
+            region: d.destination.region.clone(),
+            role_arn: d.destination.role_arn.clone(),
+            arn: d.arn.clone(),
+            tags: d.destination.tags.clone(),
+            state: d.state.as_str().into(),
+            attempts: d.attempts,
+            next_attempt_at: rfc3339(d.next_attempt_at),
+            deployed_at: d.deployed_at.map(rfc3339),
+            observed_serial: d.observed_serial.clone(),
+            last_error: d.last_error.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RenewalView {
+    pub due_at: String,
+    pub attempts: u32,
+    pub request_id: Option<String>,
+    pub last_error: Option<String>,
 }
 
 impl CertificateView {
@@ -93,6 +140,13 @@ impl CertificateView {
             superseded_by: r.superseded_by,
             revoked_at: r.revocation.as_ref().map(|v| rfc3339(v.at)),
             revocation_reason: r.revocation.map(|v| v.reason.as_str().to_string()),
+            deployments: r.deployments.iter().map(DeploymentView::new).collect(),
+            renewal: r.renewal.map(|s| RenewalView {
+                due_at: rfc3339(s.due_at),
+                attempts: s.attempts,
+                request_id: s.request_id,
+                last_error: s.last_error,
+            }),
         }
     }
 }

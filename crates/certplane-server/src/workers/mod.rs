@@ -2,6 +2,8 @@
 //! effect, and propose the outcome back through Raft (DESIGN.md section 3).
 
 pub mod approvals;
+pub mod deploy;
 pub mod issuance;
 pub mod notices;
+pub mod renewals;
 pub mod webhooks;
