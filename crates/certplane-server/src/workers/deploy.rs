@@ -37,7 +37,7 @@ use crate::config::DeploySettings;
 const EVERY: Duration = Duration::from_millis(250);
 const BATCH: usize = 512;
 /// Tries within one attempt for throttling and transient errors before the attempt is recorded failed.
-const TRIES: u32 = 8;
+const TRIES: u32 = 12;
 
 pub fn worker_principal() -> Principal {
     Principal::system(DEPLOY_WORKER, "deploy worker")

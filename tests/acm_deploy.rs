@@ -1,0 +1,589 @@
+//! Pattern 1 end to end: a 3-node cluster issues, renews at the zone's threshold and deploys into
+//! ACM, against moto in server mode through a fault-injecting, recording proxy, with the real AWS SDK;
+//! awscli reads back what ACM serves.
+//!
+//! What these tests show: the certificate and chain ACM serves are certplane's; renewal re-imports to
+//! the same ARN in every region and tags survive; a lost import answer is adopted by its tag instead
+//! of imported twice; throttling costs no deployment and the rate holds; a deployment that cannot be
+//! verified is failed, counted and retried, never reported deployed; the printed IAM policy lists
+//! exactly the operations the driver sent.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support::{wait_for, TestCluster};
+
+/// Each test runs moto, a proxy and a cluster; the AWS SDK reads its credentials from the process
+/// environment, which these tests set before any node starts. One at a time.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn venv_bin(name: &str) -> PathBuf {
+    let path = repo().join(".venv/bin").join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: scripts/setup.sh installs moto and awscli into .venv",
+        path.display()
+    );
+    path
+}
+
+fn aws_env() {
+    // Test credentials for moto; set once, before any SDK client exists in this process.
+    for (k, v) in [
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ] {
+        if std::env::var(k).as_deref() != Ok(v) {
+            std::env::set_var(k, v);
+        }
+    }
+}
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// moto on a free port, and the proxy in front of it: (moto url, proxy url, processes).
+async fn start_aws(dir: &Path) -> (String, String, Vec<Proc>) {
+    let port = free_port();
+    let moto = Proc(
+        Command::new(venv_bin("moto_server"))
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start moto_server"),
+    );
+    let moto_url = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    wait_for("moto", Duration::from_secs(60), || async {
+        let r = http
+            .get(format!("{moto_url}/moto-api/"))
+            .send()
+            .await
+            .ok()?;
+        r.status().is_success().then_some(())
+    })
+    .await;
+    let port_file = dir.join("proxy.port");
+    let proxy = Proc(
+        Command::new("python3")
+            .arg(repo().join("tests/support/aws_proxy.py"))
+            .args(["--upstream", &moto_url, "--port", "0", "--port-file"])
+            .arg(&port_file)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the AWS proxy"),
+    );
+    let proxy_url = wait_for("the proxy", Duration::from_secs(30), || async {
+        let port = std::fs::read_to_string(&port_file).ok()?;
+        let url = format!("http://127.0.0.1:{}", port.trim());
+        let r = http
+            .get(format!("{url}/__proxy/health"))
+            .send()
+            .await
+            .ok()?;
+        r.status().is_success().then_some(url)
+    })
+    .await;
+    (moto_url, proxy_url, vec![proxy, moto])
+}
+
+async fn proxy_config(proxy: &str, config: Value) {
+    let r = reqwest::Client::new()
+        .post(format!("{proxy}/__proxy/config"))
+        .json(&config)
+        .send()
+        .await
+        .expect("proxy config");
+    assert!(r.status().is_success(), "proxy refused {config}");
+}
+
+async fn proxy_log(proxy: &str) -> Vec<Value> {
+    let v: Value = reqwest::Client::new()
+        .get(format!("{proxy}/__proxy/log"))
+        .send()
+        .await
+        .expect("proxy log")
+        .json()
+        .await
+        .expect("log JSON");
+    v["calls"].as_array().cloned().unwrap_or_default()
+}
+
+/// awscli against moto directly (not through the proxy).
+fn aws(moto: &str, region: &str, args: &[&str]) -> Value {
+    let out = Command::new(venv_bin("aws"))
+        .args([
+            "--endpoint-url",
+            moto,
+            "--region",
+            region,
+            "--output",
+            "json",
+        ])
+        .args(args)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .output()
+        .expect("run aws");
+    assert!(
+        out.status.success(),
+        "aws {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.stdout.iter().all(u8::is_ascii_whitespace) {
+        return Value::Null;
+    }
+    serde_json::from_slice(&out.stdout).expect("aws JSON")
+}
+
+fn kek(dir: &Path) -> PathBuf {
+    let path = dir.join("kek");
+    certplane_pki::Kek::generate_file(&path).expect("kek");
+    path
+}
+
+async fn start_cluster(dir: &Path, proxy: &str, import_rate: f64) -> TestCluster {
+    let kek = kek(dir);
+    let proxy = proxy.to_string();
+    TestCluster::start(3, move |c| {
+        c.kek_file = Some(kek.clone());
+        c.deploy.aws_endpoint_url = Some(proxy.clone());
+        c.deploy.acm_import_rate = import_rate;
+        c.deploy.retry_base_ms = 300;
+    })
+    .await
+}
+
+async fn put_zone(cluster: &TestCluster, path: &str, policy: Value) {
+    let leader = cluster.leader().await;
+    let r = cluster
+        .http
+        .put(format!("{}/v1/zones{path}", cluster.node(leader).url()))
+        .bearer_auth(&cluster.token)
+        .json(&json!({ "policy": policy }))
+        .send()
+        .await
+        .expect("put zone");
+    assert!(
+        r.status().is_success(),
+        "zone {path}: {}",
+        r.text().await.unwrap_or_default()
+    );
+}
+
+/// Issue through the API and return the certificate id.
+async fn issue(cluster: &TestCluster, zone: &str, name: &str, validity: &str) -> String {
+    let leader = cluster.leader().await;
+    let (status, body) = cluster
+        .post(
+            leader,
+            "/v1/certificate-requests?wait=20s",
+            &json!({
+                "zone": zone,
+                "common_name": name,
+                "sans": [name],
+                "key": {"type": "ecdsa_p256"},
+                "validity": validity,
+                "owner": "team-shop",
+            }),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    body["certificate_id"].as_str().expect("issued").to_string()
+}
+
+async fn certificate(cluster: &TestCluster, id: &str) -> Value {
+    let leader = cluster.leader().await;
+    let (status, body) = cluster.get(leader, &format!("/v1/certificates/{id}")).await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+/// Wait until every deployment of `id` is deployed; return the certificate.
+async fn deployed(cluster: &TestCluster, id: &str, timeout: Duration) -> Value {
+    wait_for(&format!("certificate {id} deployed"), timeout, || async {
+        let c = certificate(cluster, id).await;
+        let all = c["deployments"].as_array()?;
+        (!all.is_empty() && all.iter().all(|d| d["state"] == "deployed")).then_some(c)
+    })
+    .await
+}
+
+/// The successor of `id` once the renewal worker renewed it.
+async fn renewed(cluster: &TestCluster, id: &str, timeout: Duration) -> String {
+    wait_for(&format!("renewal of {id}"), timeout, || async {
+        certificate(cluster, id).await["superseded_by"]
+            .as_str()
+            .map(str::to_string)
+    })
+    .await
+}
+
+fn pem_parts(chain_pem: &str) -> (String, String) {
+    let end = "-----END CERTIFICATE-----";
+    let cut = chain_pem.find(end).expect("a certificate") + end.len();
+    (
+        chain_pem[..cut].trim().to_string(),
+        chain_pem[cut..].trim().to_string(),
+    )
+}
+
+/// What ACM serves for the ARN is exactly the certificate (and chain) certplane holds.
+fn assert_served(moto: &str, region: &str, arn: &str, cert: &Value) {
+    let served = aws(
+        moto,
+        region,
+        &["acm", "get-certificate", "--certificate-arn", arn],
+    );
+    let (leaf, chain) = pem_parts(cert["chain_pem"].as_str().expect("chain"));
+    assert_eq!(
+        served["Certificate"].as_str().map(str::trim),
+        Some(leaf.as_str()),
+        "ACM serves another certificate at {arn}"
+    );
+    // moto appends one fixed "Amazon Server CA 1B" certificate to every chain it serves
+    // (../shared/reference/moto.md); real ACM serves the chain as imported.
+    let served_chain = served["CertificateChain"].as_str().unwrap_or("").trim();
+    let extra = served_chain
+        .strip_prefix(chain.as_str())
+        .unwrap_or_else(|| panic!("ACM serves another chain at {arn}: {served_chain}"));
+    assert_eq!(
+        extra.matches("-----BEGIN CERTIFICATE-----").count(),
+        1,
+        "only moto's own CA follows certplane's chain at {arn}"
+    );
+}
+
+fn tags(moto: &str, region: &str, arn: &str) -> Vec<(String, String)> {
+    let v = aws(
+        moto,
+        region,
+        &["acm", "list-tags-for-certificate", "--certificate-arn", arn],
+    );
+    let mut out: Vec<(String, String)> = v["Tags"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| {
+            (
+                t["Key"].as_str().unwrap_or("").to_string(),
+                t["Value"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn acm_count(moto: &str, region: &str) -> usize {
+    aws(moto, region, &["acm", "list-certificates"])["CertificateSummaryList"]
+        .as_array()
+        .map_or(0, Vec::len)
+}
+
+/// Validity 60 s, renewal 45 s before expiry: the renewal worker renews about 15 s after issue.
+fn shop_zone(auto_renew: bool) -> Value {
+    json!({
+        "max_validity": {"value": "60s"},
+        "notify_before": {"value": "50s"},
+        "renew_before": {"value": "45s"},
+        "auto_renew": {"value": auto_renew},
+        "destinations": {"value": [
+            {"type": "acm", "region": "eu-west-1", "tags": {"app": "shop", "cost-center": "42"}},
+            {"type": "acm", "region": "us-east-1", "tags": {"app": "shop"}}
+        ]},
+    })
+}
+
+fn one_region_zone(auto_renew: bool) -> Value {
+    json!({
+        "max_validity": {"value": "60s"},
+        "notify_before": {"value": "50s"},
+        "renew_before": {"value": "45s"},
+        "auto_renew": {"value": auto_renew},
+        "destinations": {"value": [{"type": "acm", "region": "eu-west-1"}]},
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn issue_deploy_renew_in_two_regions_and_the_iam_policy_matches_the_calls() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    support::install_crypto();
+    aws_env();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (moto, proxy, _procs) = start_aws(dir.path()).await;
+    let cluster = start_cluster(dir.path(), &proxy, 20.0).await;
+    put_zone(&cluster, "/shop", shop_zone(true)).await;
+    // The first import's answer is lost (the import happens): the next attempt must find the
+    // certificate by its tag, not import a second one.
+    proxy_config(&proxy, json!({"drop_import_responses": 1})).await;
+
+    let a_id = issue(&cluster, "/shop", "shop.corp.example", "60s").await;
+    let a = deployed(&cluster, &a_id, Duration::from_secs(30)).await;
+    let arns: Vec<(String, String)> = a["deployments"]
+        .as_array()
+        .expect("deployments")
+        .iter()
+        .map(|d| {
+            (
+                d["region"].as_str().expect("region").to_string(),
+                d["arn"].as_str().expect("arn").to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(arns.len(), 2);
+    for (region, arn) in &arns {
+        assert!(arn.contains(region.as_str()), "{arn} in {region}");
+        assert_served(&moto, region, arn, &a);
+        assert_eq!(
+            acm_count(&moto, region),
+            1,
+            "one ACM certificate per region in {region}"
+        );
+        assert!(tags(&moto, region, arn).contains(&("app".into(), "shop".into())));
+    }
+    assert!(
+        a["deployments"]
+            .as_array()
+            .expect("d")
+            .iter()
+            .any(|d| d["attempts"].as_u64() > Some(2)),
+        "the lost import answer cost an attempt: {a}"
+    );
+    // The plan shows the renewal coming, to both regions.
+    let (status, plan) = cluster
+        .get(cluster.leader().await, "/v1/renewals/plan?within=1h")
+        .await;
+    assert_eq!(status, 200, "{plan}");
+    assert!(
+        plan["renewals"]
+            .as_array()
+            .expect("renewals")
+            .iter()
+            .any(|r| {
+                r["certificate_id"] == a["id"]
+                    && r["destinations"].as_array().map(Vec::len) == Some(2)
+            }),
+        "{plan}"
+    );
+    // Certificates issued from now on are not renewed again, so the successor stays the one ACM
+    // serves while the test reads it (the first certificate keeps its schedule).
+    put_zone(&cluster, "/shop", shop_zone(false)).await;
+    // Someone strips a tag in ACM: the next deployment puts it back.
+    let (eu, eu_arn) = arns
+        .iter()
+        .find(|(r, _)| r == "eu-west-1")
+        .cloned()
+        .expect("eu");
+    aws(
+        &moto,
+        &eu,
+        &[
+            "acm",
+            "remove-tags-from-certificate",
+            "--certificate-arn",
+            &eu_arn,
+            "--tags",
+            "Key=app,Value=shop",
+        ],
+    );
+    assert!(!tags(&moto, &eu, &eu_arn).contains(&("app".into(), "shop".into())));
+
+    // The renewal worker renews at the threshold; the successor goes to the same ARNs.
+    let b_id = renewed(&cluster, &a_id, Duration::from_secs(60)).await;
+    let b = deployed(&cluster, &b_id, Duration::from_secs(30)).await;
+    assert_ne!(b["serial"], a["serial"]);
+    let b_arns: Vec<(String, String)> = b["deployments"]
+        .as_array()
+        .expect("deployments")
+        .iter()
+        .map(|d| {
+            (
+                d["region"].as_str().unwrap_or("").to_string(),
+                d["arn"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(b_arns, arns, "a renewal keeps every ARN");
+    for (region, arn) in &b_arns {
+        assert_served(&moto, region, arn, &b);
+        assert_eq!(acm_count(&moto, region), 1);
+    }
+    let eu_tags = tags(&moto, &eu, &eu_arn);
+    for want in [("app", "shop"), ("cost-center", "42")] {
+        assert!(
+            eu_tags.contains(&(want.0.to_string(), want.1.to_string())),
+            "tags survive the renewal: {eu_tags:?}"
+        );
+    }
+    assert!(eu_tags
+        .iter()
+        .any(|(k, v)| k == "certplane:deployment" && v == &format!("{a_id}.0")));
+    assert!(
+        b["renewal"].is_null(),
+        "the zone stopped automatic renewal: {b}"
+    );
+
+    // The IAM policy lists exactly the ACM operations the driver sent.
+    let (status, policy) = cluster
+        .get(
+            cluster.leader().await,
+            "/v1/aws/iam-policy?account=123456789012",
+        )
+        .await;
+    assert_eq!(status, 200, "{policy}");
+    let granted: BTreeSet<String> = policy["policies"][0]["policy"]["Statement"]
+        .as_array()
+        .expect("statements")
+        .iter()
+        .flat_map(|s| s["Action"].as_array().cloned().unwrap_or_default())
+        .filter_map(|a| a.as_str().map(str::to_string))
+        .collect();
+    let sent: BTreeSet<String> = proxy_log(&proxy)
+        .await
+        .iter()
+        .filter_map(|c| c["operation"].as_str().map(|o| format!("acm:{o}")))
+        .collect();
+    assert_eq!(
+        granted, sent,
+        "the IAM policy and the operations the driver sent differ"
+    );
+    let resources = policy["policies"][0]["policy"]["Statement"][0]["Resource"].to_string();
+    assert!(resources.contains("arn:aws:acm:eu-west-1:123456789012:certificate/*"));
+    assert!(resources.contains("arn:aws:acm:us-east-1:123456789012:certificate/*"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn throttling_costs_no_deployment_and_an_unverifiable_one_is_failed_and_retried() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    support::install_crypto();
+    aws_env();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (moto, proxy, _procs) = start_aws(dir.path()).await;
+    let rate = 4.0;
+    let cluster = start_cluster(dir.path(), &proxy, rate).await;
+    put_zone(&cluster, "/shop", one_region_zone(true)).await;
+    // A third of every ACM call is throttled.
+    proxy_config(&proxy, json!({"throttle_share": 0.33, "seed": 7})).await;
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        ids.push(issue(&cluster, "/shop", &format!("s{i}.corp.example"), "60s").await);
+    }
+    // Successors are not renewed again (the originals keep their schedules).
+    put_zone(&cluster, "/shop", one_region_zone(false)).await;
+    let mut successors = Vec::new();
+    for id in &ids {
+        deployed(&cluster, id, Duration::from_secs(60)).await;
+        successors.push(renewed(&cluster, id, Duration::from_secs(60)).await);
+    }
+    for (old, new) in ids.iter().zip(&successors) {
+        let a = certificate(&cluster, old).await;
+        let b = deployed(&cluster, new, Duration::from_secs(60)).await;
+        assert_eq!(a["deployments"][0]["arn"], b["deployments"][0]["arn"]);
+        // Importing + deployed for the first, deployed at once for the re-import: no failure.
+        assert_eq!(a["deployments"][0]["attempts"], 2, "{a}");
+        assert_eq!(b["deployments"][0]["attempts"], 1, "{b}");
+        assert_served(
+            &moto,
+            "eu-west-1",
+            b["deployments"][0]["arn"].as_str().unwrap_or(""),
+            &b,
+        );
+    }
+    let log = proxy_log(&proxy).await;
+    assert!(
+        log.iter().any(|c| c["injected"] == "throttle"),
+        "the proxy throttled something"
+    );
+    // Every ImportCertificate the driver sent, throttled or not, kept to the configured rate.
+    let imports: Vec<f64> = log
+        .iter()
+        .filter(|c| c["operation"] == "ImportCertificate")
+        .filter_map(|c| c["at"].as_f64())
+        .collect();
+    for (i, start) in imports.iter().enumerate() {
+        let in_a_second = imports[i..]
+            .iter()
+            .take_while(|t| **t < start + 1.0)
+            .count();
+        assert!(
+            in_a_second <= rate as usize + 1,
+            "{in_a_second} imports within a second from {start}: faster than {rate}/s"
+        );
+    }
+
+    // ACM answers with another serial: the deployment is failed, counted and retried, never deployed.
+    proxy_config(&proxy, json!({"throttle_share": 0.0, "wrong_serial": true})).await;
+    let c_id = issue(&cluster, "/shop", "wrong.corp.example", "60s").await;
+    let failed = wait_for(
+        "a failed, retried deployment",
+        Duration::from_secs(30),
+        || async {
+            let c = certificate(&cluster, &c_id).await;
+            let d = &c["deployments"][0];
+            assert_ne!(
+                d["state"], "deployed",
+                "an unverified deployment was reported deployed: {c}"
+            );
+            (d["state"] == "failed" && d["attempts"].as_u64() >= Some(4)).then_some(c)
+        },
+    )
+    .await;
+    let error = failed["deployments"][0]["last_error"]
+        .as_str()
+        .unwrap_or("");
+    assert!(error.contains("serial"), "{error}");
+    let metrics = cluster
+        .http
+        .get(format!(
+            "{}/metrics",
+            cluster.node(cluster.leader().await).url()
+        ))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("certplane_deployment_failed_total") && !l.ends_with(" 0")),
+        "failed deployments are counted for the alert"
+    );
+    // Once ACM serves the right certificate, the retry deploys it to the ARN it already has.
+    let arn = failed["deployments"][0]["arn"]
+        .as_str()
+        .expect("arn kept")
+        .to_string();
+    proxy_config(&proxy, json!({"wrong_serial": false})).await;
+    let c = deployed(&cluster, &c_id, Duration::from_secs(30)).await;
+    assert_eq!(c["deployments"][0]["arn"].as_str(), Some(arn.as_str()));
+    assert_served(&moto, "eu-west-1", &arn, &c);
+}
