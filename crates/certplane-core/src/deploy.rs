@@ -315,10 +315,23 @@ pub fn renewal_request_id(id: &str, attempt: u32) -> String {
     format!("renew-{id}-{attempt}")
 }
 
-/// Spread renewals due together: a fixed offset from the certificate id, up to a tenth of the
-/// renewal window (at most six hours), so a batch issued at once does not come due at once.
-pub fn renewal_due(id: &str, not_after: Timestamp, renew_before_s: i64) -> Timestamp {
-    let window_ms = renew_before_s.saturating_mul(1000);
+/// When a certificate renews: `renew_before` ahead of expiry, spread by a fixed offset from the
+/// certificate id of up to a tenth of the window (at most six hours), so a batch issued at once does
+/// not come due at once. A certificate that lives no longer than `renew_before` would renew at once,
+/// and its successor too: it renews after two thirds of its lifetime instead.
+pub fn renewal_due(
+    id: &str,
+    not_before: Timestamp,
+    not_after: Timestamp,
+    renew_before_s: i64,
+) -> Timestamp {
+    let lifetime_ms = not_after.0.saturating_sub(not_before.0).max(0);
+    let renew_ms = renew_before_s.saturating_mul(1000);
+    let window_ms = if renew_ms >= lifetime_ms {
+        lifetime_ms - lifetime_ms * 2 / 3
+    } else {
+        renew_ms
+    };
     let spread_ms = (window_ms / 10).clamp(0, 6 * 3600 * 1000);
     // FNV-1a: stable across builds and platforms.
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -461,8 +474,9 @@ mod tests {
     fn renewals_spread_within_a_tenth_of_the_window() {
         let not_after = Timestamp(1_000_000_000_000);
         let window = 30 * 86_400;
+        let not_before = Timestamp(not_after.0 - 90 * 86_400_000);
         let mut dues: Vec<i64> = (0..200)
-            .map(|i| renewal_due(&format!("c{i}"), not_after, window).0)
+            .map(|i| renewal_due(&format!("c{i}"), not_before, not_after, window).0)
             .collect();
         let start = not_after.0 - window * 1000;
         assert!(dues
@@ -473,8 +487,15 @@ mod tests {
         assert!(dues.len() > 190, "spread: {} distinct", dues.len());
         // Deterministic.
         assert_eq!(
-            renewal_due("c1", not_after, window),
-            renewal_due("c1", not_after, window)
+            renewal_due("c1", not_before, not_after, window),
+            renewal_due("c1", not_before, not_after, window)
+        );
+        // Shorter-lived than the window: renewed in the last third of its life, not at once.
+        let short_start = Timestamp(not_after.0 - 600_000);
+        let due = renewal_due("c1", short_start, not_after, 1800);
+        assert!(
+            due.0 >= short_start.0 + 400_000 && due.0 < not_after.0,
+            "{due:?}"
         );
     }
 

@@ -13,7 +13,6 @@ locals {
     [
       "acm:ImportCertificate",
       "acm:DescribeCertificate",
-      "acm:GetCertificate",
       "acm:AddTagsToCertificate",
       "acm:ListTagsForCertificate",
     ],

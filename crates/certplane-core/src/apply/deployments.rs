@@ -126,6 +126,7 @@ pub(super) fn new_renewal(
     store: &impl StateRead,
     zone: &str,
     certificate_id: &str,
+    not_before: Timestamp,
     not_after: Timestamp,
 ) -> Result<Option<RenewalSchedule>, CoreError> {
     let policy = crate::zone::effective_for(store, zone)?.0;
@@ -133,7 +134,12 @@ pub(super) fn new_renewal(
         return Ok(None);
     }
     Ok(Some(RenewalSchedule {
-        due_at: renewal_due(certificate_id, not_after, policy.renew_before.value.0),
+        due_at: renewal_due(
+            certificate_id,
+            not_before,
+            not_after,
+            policy.renew_before.value.0,
+        ),
         attempts: 0,
         request_id: None,
         last_error: None,

@@ -461,6 +461,7 @@ pub(super) fn complete_issuance(
             store,
             &request.spec.zone,
             &done.certificate_id,
+            done.details.not_before,
             done.details.not_after,
         )?,
     };

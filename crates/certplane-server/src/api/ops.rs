@@ -57,6 +57,29 @@ fn inventory_gauges(view: &impl StateRead, now: i64) -> Result<(), certplane_cor
             .count();
         metrics::gauge!("certplane_inventory_expiring", "within" => label).set(n as f64);
     }
+    // Renewals: due and not yet submitted; submitted and still running (the worker's request ids
+    // start with `renew-`); deployments still owed an attempt.
+    let now_key = time_bytes(Timestamp(now.saturating_add(1)));
+    let due = view
+        .scan(Keyspace::RenewalQueue, &[], &now_key, MAX_BUCKET_SCAN)?
+        .len();
+    metrics::gauge!("certplane_renewal_due").set(due as f64);
+    let mut running = 0usize;
+    for state in ["pending_approval", "approved"] {
+        let prefix = certplane_core::keys::index_prefix(&format!("state\0{state}"));
+        let mut from = prefix.clone();
+        from.extend_from_slice(b"renew-");
+        let mut to = prefix;
+        to.extend_from_slice(b"renew.");
+        running += view
+            .scan(Keyspace::RequestIndex, &from, &to, MAX_BUCKET_SCAN)?
+            .len();
+    }
+    metrics::gauge!("certplane_renewal_in_progress").set(running as f64);
+    let open = view
+        .scan(Keyspace::DeploymentQueue, &[], &[], MAX_BUCKET_SCAN)?
+        .len();
+    metrics::gauge!("certplane_deployments_open").set(open as f64);
     Ok(())
 }
 
