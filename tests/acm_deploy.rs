@@ -12,155 +12,15 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use support::aws::{aws, aws_env, proxy_config, proxy_log, start_aws};
 use support::{wait_for, TestCluster};
 
 /// Each test runs moto, a proxy and a cluster; the AWS SDK reads its credentials from the process
 /// environment, which these tests set before any node starts. One at a time.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn venv_bin(name: &str) -> PathBuf {
-    let path = repo().join(".venv/bin").join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: scripts/setup.sh installs moto and awscli into .venv",
-        path.display()
-    );
-    path
-}
-
-fn aws_env() {
-    // Test credentials for moto; set once, before any SDK client exists in this process.
-    for (k, v) in [
-        ("AWS_ACCESS_KEY_ID", "testing"),
-        ("AWS_SECRET_ACCESS_KEY", "testing"),
-        ("AWS_EC2_METADATA_DISABLED", "true"),
-    ] {
-        if std::env::var(k).as_deref() != Ok(v) {
-            std::env::set_var(k, v);
-        }
-    }
-}
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
-/// moto on a free port, and the proxy in front of it: (moto url, proxy url, processes).
-async fn start_aws(dir: &Path) -> (String, String, Vec<Proc>) {
-    let port = free_port();
-    let moto = Proc(
-        Command::new(venv_bin("moto_server"))
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start moto_server"),
-    );
-    let moto_url = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::new();
-    wait_for("moto", Duration::from_secs(60), || async {
-        let r = http
-            .get(format!("{moto_url}/moto-api/"))
-            .send()
-            .await
-            .ok()?;
-        r.status().is_success().then_some(())
-    })
-    .await;
-    let port_file = dir.join("proxy.port");
-    let proxy = Proc(
-        Command::new("python3")
-            .arg(repo().join("tests/support/aws_proxy.py"))
-            .args(["--upstream", &moto_url, "--port", "0", "--port-file"])
-            .arg(&port_file)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the AWS proxy"),
-    );
-    let proxy_url = wait_for("the proxy", Duration::from_secs(30), || async {
-        let port = std::fs::read_to_string(&port_file).ok()?;
-        let url = format!("http://127.0.0.1:{}", port.trim());
-        let r = http
-            .get(format!("{url}/__proxy/health"))
-            .send()
-            .await
-            .ok()?;
-        r.status().is_success().then_some(url)
-    })
-    .await;
-    (moto_url, proxy_url, vec![proxy, moto])
-}
-
-async fn proxy_config(proxy: &str, config: Value) {
-    let r = reqwest::Client::new()
-        .post(format!("{proxy}/__proxy/config"))
-        .json(&config)
-        .send()
-        .await
-        .expect("proxy config");
-    assert!(r.status().is_success(), "proxy refused {config}");
-}
-
-async fn proxy_log(proxy: &str) -> Vec<Value> {
-    let v: Value = reqwest::Client::new()
-        .get(format!("{proxy}/__proxy/log"))
-        .send()
-        .await
-        .expect("proxy log")
-        .json()
-        .await
-        .expect("log JSON");
-    v["calls"].as_array().cloned().unwrap_or_default()
-}
-
-/// awscli against moto directly (not through the proxy).
-fn aws(moto: &str, region: &str, args: &[&str]) -> Value {
-    let out = Command::new(venv_bin("aws"))
-        .args([
-            "--endpoint-url",
-            moto,
-            "--region",
-            region,
-            "--output",
-            "json",
-        ])
-        .args(args)
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .output()
-        .expect("run aws");
-    assert!(
-        out.status.success(),
-        "aws {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    if out.stdout.iter().all(u8::is_ascii_whitespace) {
-        return Value::Null;
-    }
-    serde_json::from_slice(&out.stdout).expect("aws JSON")
-}
 
 fn kek(dir: &Path) -> PathBuf {
     let path = dir.join("kek");

@@ -47,6 +47,10 @@ impl Proc {
             .expect("log file");
         let child = Command::new(BIN)
             .args(&self.args)
+            // moto's test credentials, for the nodes' ACM driver (default provider chain).
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
@@ -904,4 +908,265 @@ async fn drill_watch_reports_the_failover_window_and_transfer_reports_its_gap() 
         code, 0,
         "without --transfer the command refuses to run by itself"
     );
+}
+
+/// 200 certificates deployed to ACM come due together; the leader is SIGKILLed mid-batch. Every
+/// certificate is renewed exactly once (one new serial each, in the CA's issued-serial record),
+/// every ARN is unchanged, moto holds no extra certificate, and ACM serves each new certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leader_sigkill_mid_renewal_batch_renews_each_certificate_once_to_the_same_arn() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
+    const CERTS: usize = 200;
+    support::install_crypto();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (moto, _proxy, _aws) = support::aws::start_aws(dir.path()).await;
+    let endpoint = format!("--aws-endpoint-url={moto}");
+    let (mut procs, http, token) = start_three(
+        dir.path(),
+        &[
+            &endpoint,
+            "--acm-import-rate=200",
+            "--deploy-concurrency=16",
+            "--deploy-retry-base-ms=300",
+        ],
+    )
+    .await;
+    let leader_of = |procs: &Vec<Proc>| {
+        let apis: Vec<String> = procs
+            .iter()
+            .filter(|p| p.child.is_some())
+            .map(|p| p.api.clone())
+            .collect();
+        let (http, token) = (http.clone(), token.clone());
+        async move {
+            wait_for("a leader", Duration::from_secs(30), || async {
+                for api in &apis {
+                    if let Some(v) = get(&http, &format!("{api}/v1/sys/cluster"), &token).await {
+                        if let Some(l) = v["leader"].as_u64() {
+                            return Some(l);
+                        }
+                    }
+                }
+                None
+            })
+            .await
+        }
+    };
+    let put_zone = |auto_renew: bool| {
+        let (http, token, api) = (http.clone(), token.clone(), procs[0].api.clone());
+        async move {
+            // Validity 120 s, renewal 90 s before expiry (spread over 9 s): the batch comes due
+            // about 30 s after it was issued.
+            let policy = json!({
+                "max_validity": {"value": "120s"},
+                "notify_before": {"value": "100s"},
+                "renew_before": {"value": "90s"},
+                "auto_renew": {"value": auto_renew},
+                "destinations": {"value": [{"type": "acm", "region": "eu-west-1"}]},
+            });
+            wait_for("the zone stored", Duration::from_secs(30), || async {
+                let r = http
+                    .put(format!("{api}/v1/zones/batch"))
+                    .bearer_auth(&token)
+                    .json(&json!({ "policy": policy }))
+                    .send()
+                    .await
+                    .ok()?;
+                r.status().is_success().then_some(())
+            })
+            .await;
+        }
+    };
+    put_zone(true).await;
+    let api = procs[0].api.clone();
+    let mut tasks = Vec::new();
+    for w in 0..8 {
+        let (http, token, api) = (http.clone(), token.clone(), api.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for i in (w..CERTS).step_by(8) {
+                let body = json!({"zone": "/batch", "sans": [format!("b{i}.batch.example")],
+                                  "key": {"type": "ecdsa_p256"}, "validity": "120s"});
+                let v: Value =
+                    wait_for("an issued certificate", Duration::from_secs(60), || async {
+                        let r = http
+                            .post(format!("{api}/v1/certificate-requests?wait=20s"))
+                            .bearer_auth(&token)
+                            .header("idempotency-key", format!("batch-{i}"))
+                            .json(&body)
+                            .send()
+                            .await
+                            .ok()?;
+                        let v: Value = r.json().await.ok()?;
+                        v["certificate_id"].is_string().then_some(v)
+                    })
+                    .await;
+                ids.push(v["certificate_id"].as_str().unwrap_or_default().to_string());
+            }
+            ids
+        }));
+    }
+    let mut originals = Vec::new();
+    for t in tasks {
+        originals.extend(t.await.expect("issuer task"));
+    }
+    assert_eq!(originals.len(), CERTS);
+    // Successors are not renewed again; the originals keep their schedules.
+    put_zone(false).await;
+
+    let live = |procs: &Vec<Proc>| -> Vec<String> {
+        procs
+            .iter()
+            .filter(|p| p.child.is_some())
+            .map(|p| p.api.clone())
+            .collect()
+    };
+    let all = live(&procs);
+    // Every original deployed once, each to its own ARN.
+    let mut arns = BTreeMap::new();
+    for id in &originals {
+        let c = wait_for("a deployed original", Duration::from_secs(60), || async {
+            let c = first_answer(&http, &token, &all, &format!("/v1/certificates/{id}")).await?;
+            (c["deployments"][0]["state"] == "deployed").then_some(c)
+        })
+        .await;
+        arns.insert(
+            id.clone(),
+            c["deployments"][0]["arn"]
+                .as_str()
+                .expect("arn")
+                .to_string(),
+        );
+    }
+    let distinct: std::collections::BTreeSet<&String> = arns.values().collect();
+    assert_eq!(distinct.len(), CERTS);
+
+    // Mid-batch: once a tenth of the batch is renewed, SIGKILL the leader.
+    let superseded = |procs_api: Vec<String>| {
+        let (http, token) = (http.clone(), token.clone());
+        async move {
+            for api in &procs_api {
+                let url = format!("{api}/v1/certificates?zone=/batch&limit=1000");
+                if let Some(v) = get(&http, &url, &token).await {
+                    return Some(
+                        v["items"]
+                            .as_array()?
+                            .iter()
+                            .filter(|c| c["superseded_by"].is_string())
+                            .count(),
+                    );
+                }
+            }
+            None
+        }
+    };
+    let apis: Vec<String> = procs.iter().map(|p| p.api.clone()).collect();
+    let at_kill = wait_for("renewals under way", Duration::from_secs(90), || async {
+        superseded(apis.clone()).await.filter(|n| *n >= CERTS / 10)
+    })
+    .await;
+    let leader = leader_of(&procs).await;
+    procs[(leader - 1) as usize].sigkill();
+    assert!(
+        at_kill < CERTS,
+        "the kill came after the whole batch ({at_kill})"
+    );
+
+    // A new leader finishes the batch: every original renewed, every successor deployed.
+    let survivors = live(&procs);
+    wait_for(
+        "the whole batch renewed",
+        Duration::from_secs(120),
+        || async { superseded(survivors.clone()).await.filter(|n| *n == CERTS) },
+    )
+    .await;
+    let mut successors = Vec::new();
+    for id in &originals {
+        let c = first_answer(&http, &token, &survivors, &format!("/v1/certificates/{id}"))
+            .await
+            .expect("original");
+        let next = c["superseded_by"].as_str().expect("renewed").to_string();
+        let s = wait_for("a deployed successor", Duration::from_secs(60), || async {
+            let s = first_answer(
+                &http,
+                &token,
+                &survivors,
+                &format!("/v1/certificates/{next}"),
+            )
+            .await?;
+            (s["deployments"][0]["state"] == "deployed").then_some(s)
+        })
+        .await;
+        assert_eq!(s["supersedes"].as_str(), Some(id.as_str()));
+        assert_eq!(
+            s["deployments"][0]["arn"].as_str(),
+            Some(arns[id].as_str()),
+            "the ARN never changes"
+        );
+        assert_ne!(s["serial"], c["serial"]);
+        successors.push(s);
+    }
+    // Exactly one new serial per certificate in the CA's record: the batch plus its renewals.
+    let issued = get(
+        &http,
+        &format!("{}/v1/issuers/builtin/issued?limit=10000", survivors[0]),
+        &token,
+    )
+    .await
+    .expect("issued serials");
+    let serials = issued["items"].as_array().expect("items");
+    assert_eq!(
+        serials.len(),
+        2 * CERTS,
+        "one renewal per certificate, no more"
+    );
+    let renewal_requests: std::collections::BTreeSet<&str> = serials
+        .iter()
+        .filter_map(|s| s["request_id"].as_str())
+        .filter(|r| r.starts_with("renew-"))
+        .collect();
+    assert_eq!(renewal_requests.len(), CERTS);
+    // ACM holds one certificate per original and serves each successor.
+    let listed = support::aws::aws(&moto, "eu-west-1", &["acm", "list-certificates"]);
+    assert_eq!(
+        listed["CertificateSummaryList"].as_array().map(Vec::len),
+        Some(CERTS),
+        "no ARN was created twice"
+    );
+    let arn_list: Vec<String> = successors
+        .iter()
+        .map(|s| {
+            s["deployments"][0]["arn"]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect();
+    let served = support::aws::served_serials(&moto, "eu-west-1", &arn_list).await;
+    for (s, got) in successors.iter().zip(&served) {
+        let want = s["serial"].as_str().unwrap_or("");
+        assert!(
+            certplane_aws::serial::same_serial(want, got),
+            "ACM serves {got} at {}, not the renewal {want}",
+            s["deployments"][0]["arn"]
+        );
+    }
+    // The killed node comes back and agrees.
+    procs[(leader - 1) as usize].spawn();
+    wait_same_state(&http, &apis, &token).await;
+}
+
+/// The first node of `apis` that answers `path`.
+async fn first_answer(
+    http: &reqwest::Client,
+    token: &str,
+    apis: &[String],
+    path: &str,
+) -> Option<Value> {
+    for api in apis {
+        if let Some(v) = get(http, &format!("{api}{path}"), token).await {
+            return Some(v);
+        }
+    }
+    None
 }
