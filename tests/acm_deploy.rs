@@ -12,10 +12,12 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use support::aws::{aws, aws_env, proxy_config, proxy_log, start_aws};
+use support::webhooks::{start_receiver, Receiver};
 use support::{wait_for, TestCluster};
 
 /// Each test runs moto, a proxy and a cluster; the AWS SDK reads its credentials from the process
@@ -36,6 +38,7 @@ async fn start_cluster(dir: &Path, proxy: &str, import_rate: f64) -> TestCluster
         c.deploy.aws_endpoint_url = Some(proxy.clone());
         c.deploy.acm_import_rate = import_rate;
         c.deploy.retry_base_ms = 300;
+        c.webhooks.retry_base_ms = 50;
     })
     .await
 }
@@ -181,11 +184,13 @@ fn shop_zone(auto_renew: bool) -> Value {
     })
 }
 
+/// Renewal 30 s after issue: the first deployments have time to finish under heavy throttling
+/// (a certificate superseded before it deployed has its deployment cancelled, by design).
 fn one_region_zone(auto_renew: bool) -> Value {
     json!({
         "max_validity": {"value": "60s"},
         "notify_before": {"value": "50s"},
-        "renew_before": {"value": "45s"},
+        "renew_before": {"value": "30s"},
         "auto_renew": {"value": auto_renew},
         "destinations": {"value": [{"type": "acm", "region": "eu-west-1"}]},
     })
@@ -398,7 +403,20 @@ async fn throttling_costs_no_deployment_and_an_unverifiable_one_is_failed_and_re
         );
     }
 
-    // ACM answers with another serial: the deployment is failed, counted and retried, never deployed.
+    // ACM answers with another serial: the deployment is failed, counted, notified and retried,
+    // never reported deployed.
+    let secret = Arc::new(Mutex::new(String::new()));
+    let received = Arc::new(Mutex::new(Receiver::default()));
+    let url = start_receiver(secret.clone(), received.clone()).await;
+    let (status, hook) = cluster
+        .post(
+            cluster.leader().await,
+            "/v1/webhooks",
+            &json!({"zone": "/shop", "url": url, "events": ["certificate.deployment_failed"]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{hook}");
+    *secret.lock().expect("lock") = hook["secret"].as_str().expect("secret").to_string();
     proxy_config(&proxy, json!({"throttle_share": 0.0, "wrong_serial": true})).await;
     let c_id = issue(&cluster, "/shop", "wrong.corp.example", "60s").await;
     let failed = wait_for(
@@ -437,6 +455,19 @@ async fn throttling_costs_no_deployment_and_an_unverifiable_one_is_failed_and_re
             .any(|l| l.starts_with("certplane_deployment_failed_total") && !l.ends_with(" 0")),
         "failed deployments are counted for the alert"
     );
+    wait_for(
+        "a deployment_failed notification",
+        Duration::from_secs(30),
+        || async {
+            let r = received.lock().expect("lock");
+            (r.bad_signatures == 0
+                && r.accepted
+                    .values()
+                    .any(|e| e == "certificate.deployment_failed"))
+            .then_some(())
+        },
+    )
+    .await;
     // Once ACM serves the right certificate, the retry deploys it to the ARN it already has.
     let arn = failed["deployments"][0]["arn"]
         .as_str()

@@ -37,6 +37,10 @@ impl Node {
         self.child = Some(
             Command::new(BIN)
                 .args(&self.args)
+                // moto's test credentials, for benchmarks that deploy to ACM.
+                .env("AWS_ACCESS_KEY_ID", "testing")
+                .env("AWS_SECRET_ACCESS_KEY", "testing")
+                .env("AWS_EC2_METADATA_DISABLED", "true")
                 .stdin(Stdio::null())
                 .stdout(log.try_clone().expect("log"))
                 .stderr(log)
@@ -73,6 +77,11 @@ pub struct Cluster {
 impl Cluster {
     /// Start `n` nodes with mutual TLS and durable (fsync'd) writes, initialise, wait for a leader.
     pub async fn start(n: usize) -> Cluster {
+        Cluster::start_with(n, &[]).await
+    }
+
+    /// As [`Cluster::start`], with `extra` flags for every node.
+    pub async fn start_with(n: usize, extra: &[String]) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let tls = dir.path().join("tls");
         let out = Command::new(BIN)
@@ -125,7 +134,10 @@ impl Cluster {
                         ),
                         format!("--kek-file={}", kek.display()),
                         "--log=error".into(),
-                    ],
+                    ]
+                    .into_iter()
+                    .chain(extra.iter().cloned())
+                    .collect(),
                     child: None,
                     log: dir.path().join(format!("node-{id}.log")),
                 }

@@ -1,13 +1,34 @@
 //! moto in server mode, the fault-injecting proxy (`aws_proxy.py`) in front of it, and awscli, for
-//! the tests that meet the real AWS SDK.
+//! the tests (and benchmarks) that meet the real AWS SDK.
 
+#![allow(dead_code)]
+
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
 
-use super::wait_for;
+/// Poll `check` every 50 ms until it yields `Some`; panic after `timeout`. (This file is shared
+/// with the benchmarks, so it does not use the tests' own helpers.)
+async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
 
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")

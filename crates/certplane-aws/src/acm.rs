@@ -173,7 +173,15 @@ impl AcmDriver {
         let region = aws_config::Region::new(target.region.clone());
         let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
             .region(region.clone())
-            .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(1));
+            .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(1))
+            // A call that hangs must not hold a deployment slot forever: it times out and is
+            // retried like any transient failure.
+            .timeout_config(
+                aws_config::timeout::TimeoutConfig::builder()
+                    .connect_timeout(std::time::Duration::from_secs(5))
+                    .operation_attempt_timeout(std::time::Duration::from_secs(30))
+                    .build(),
+            );
         if let Some(url) = &target.endpoint_url {
             loader = loader.endpoint_url(url);
         }

@@ -37,12 +37,16 @@ pub enum EventKind {
     CertificateRenewalFailed,
     #[serde(rename = "certificate.revoked")]
     CertificateRevoked,
+    #[serde(rename = "certificate.deployed")]
+    CertificateDeployed,
+    #[serde(rename = "certificate.deployment_failed")]
+    CertificateDeploymentFailed,
     #[serde(rename = "policy.changed")]
     PolicyChanged,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 12] = [
+    pub const ALL: [EventKind; 14] = [
         EventKind::RequestSubmitted,
         EventKind::RequestPendingApproval,
         EventKind::RequestApproved,
@@ -54,6 +58,8 @@ impl EventKind {
         EventKind::CertificateRenewed,
         EventKind::CertificateRenewalFailed,
         EventKind::CertificateRevoked,
+        EventKind::CertificateDeployed,
+        EventKind::CertificateDeploymentFailed,
         EventKind::PolicyChanged,
     ];
 
@@ -70,6 +76,8 @@ impl EventKind {
             EventKind::CertificateRenewed => "certificate.renewed",
             EventKind::CertificateRenewalFailed => "certificate.renewal_failed",
             EventKind::CertificateRevoked => "certificate.revoked",
+            EventKind::CertificateDeployed => "certificate.deployed",
+            EventKind::CertificateDeploymentFailed => "certificate.deployment_failed",
             EventKind::PolicyChanged => "policy.changed",
         }
     }

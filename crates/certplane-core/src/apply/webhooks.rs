@@ -294,6 +294,40 @@ fn events_of(
                 request_data(request),
             ));
         }
+        (Command::RecordDeployment(rec), Ok(Applied::DeploymentRecorded { record, .. })) => {
+            let d = record.deployments.get(rec.destination);
+            let data = |extra: serde_json::Value| {
+                let mut v = json!({
+                    "certificate_id": record.id,
+                    "zone": record.zone,
+                    "common_name": record.details.common_name,
+                    "serial": record.details.serial,
+                    "destination": rec.destination,
+                    "region": d.map(|d| d.destination.region.clone()),
+                    "arn": d.and_then(|d| d.arn.clone()),
+                    "attempt": rec.attempt,
+                });
+                if let (Some(obj), Some(more)) = (v.as_object_mut(), extra.as_object()) {
+                    obj.extend(more.clone());
+                }
+                v
+            };
+            match &rec.outcome {
+                crate::deploy::DeploymentOutcome::Deployed { .. } => out.push((
+                    EventKind::CertificateDeployed,
+                    record.zone.clone(),
+                    data(json!({})),
+                )),
+                crate::deploy::DeploymentOutcome::Failed {
+                    error, retry_at, ..
+                } => out.push((
+                    EventKind::CertificateDeploymentFailed,
+                    record.zone.clone(),
+                    data(json!({ "error": error, "retry_at": retry_at.0 })),
+                )),
+                crate::deploy::DeploymentOutcome::Importing => {}
+            }
+        }
         (_, Ok(Applied::CertificateRevoked { record })) => {
             out.push((
                 EventKind::CertificateRevoked,
@@ -336,6 +370,41 @@ fn events_of(
             ));
         }
         _ => {}
+    }
+    // A renewal that ended without a certificate: its owner must act before the old one expires.
+    let ended = match result {
+        Ok(Applied::RequestUpdated { request }) => Some((
+            request.spec.renewal_of.as_deref(),
+            request.state,
+            request_data(request),
+            request.spec.zone.clone(),
+        )),
+        _ => None,
+    };
+    if let Some((Some(old), state, mut data, zone)) = ended {
+        if matches!(
+            state,
+            RequestState::Failed | RequestState::Rejected | RequestState::Expired
+        ) {
+            data["renewal_of"] = json!(old);
+            out.push((EventKind::CertificateRenewalFailed, zone, data));
+        }
+    }
+    if let (Command::SubmitRequest(submit), Err(rejection)) = (&proposal.command, result) {
+        if let (Some(old), RejectCode::PolicyViolation) =
+            (submit.spec.renewal_of.as_deref(), rejection.code)
+        {
+            out.push((
+                EventKind::CertificateRenewalFailed,
+                submit.spec.zone.clone(),
+                json!({
+                    "request_id": submit.id,
+                    "renewal_of": old,
+                    "state": "rejected",
+                    "violations": rejection.violations,
+                }),
+            ));
+        }
     }
     out
 }

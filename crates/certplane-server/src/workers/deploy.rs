@@ -428,8 +428,8 @@ impl DeployWorker {
     }
 
     /// Run `call` until it succeeds, is refused, or has failed [`TRIES`] times. Throttling is
-    /// always retried (and slows the rate limiter down); other transient errors only with
-    /// `transient`. With `quota`, each try first takes an ImportCertificate slot.
+    /// always retried; other transient errors only with `transient`. With `quota`, each try first
+    /// takes an ImportCertificate slot, and throttling pushes the next slot back.
     async fn retrying<T, F, Fut>(
         &self,
         limit_key: &str,
@@ -456,7 +456,9 @@ impl DeployWorker {
                         && (e.is_throttle()
                             || (transient && matches!(e, AcmError::Retryable { .. }))) =>
                 {
-                    if e.is_throttle() {
+                    // Only ImportCertificate draws on the import quota; other calls' throttling
+                    // is their own and does not hold imports back.
+                    if quota && e.is_throttle() {
                         self.limiter.slow_down(limit_key, pause.max(interval));
                     }
                     tracing::debug!(error = %e, tries, "ACM call will be retried");
