@@ -54,6 +54,27 @@ async fn put_zone(cluster: &Cluster, path: &str, policy: Value) {
     );
 }
 
+/// The sum over nodes of `certplane_renewal_started_total` (only the leader's is non-zero).
+async fn renewals_started(cluster: &Cluster) -> u64 {
+    let mut total = 0;
+    for node in &cluster.nodes {
+        if let Ok(r) = cluster
+            .http
+            .get(format!("{}/metrics", node.api))
+            .send()
+            .await
+        {
+            let text = r.text().await.unwrap_or_default();
+            total += text
+                .lines()
+                .filter(|l| l.starts_with("certplane_renewal_started_total"))
+                .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+                .sum::<f64>() as u64;
+        }
+    }
+    total
+}
+
 async fn issued_count(cluster: &Cluster) -> u64 {
     for node in &cluster.nodes {
         if let Ok(r) = cluster
@@ -153,7 +174,7 @@ async fn sweep(n: usize) -> String {
                "renew_before": {"value": format!("{renew_before_s}s")}}),
     )
     .await;
-    let margin_s = (n as i64 / 50).max(60);
+    let margin_s = (n as i64 / 200).max(30);
     let expires_at_ms = (now_ms() / 1000 + margin_s + renew_before_s) * 1000;
     let batch = issue_many(&cluster, "/sweep", "sweep", n, move || {
         format!("{}s", (expires_at_ms - now_ms()) / 1000)
@@ -174,11 +195,24 @@ async fn sweep(n: usize) -> String {
     assert!(wait > 0, "the batch took longer to issue than its margin");
     tokio::time::sleep(Duration::from_millis(wait as u64)).await;
     let due = Instant::now();
-    let done = wait_issued(&cluster, 3 * n as u64, Duration::from_secs(900)).await;
+    // Also note when the renewal worker had submitted every renewal (its counter on the leader).
+    let mut submitted_s = None;
+    let deadline = Instant::now() + Duration::from_secs(900);
+    let done = loop {
+        if submitted_s.is_none() && renewals_started(&cluster).await >= n as u64 {
+            submitted_s = Some(due.elapsed().as_secs_f64());
+        }
+        if issued_count(&cluster).await >= 3 * n as u64 {
+            break Instant::now();
+        }
+        assert!(Instant::now() < deadline, "the sweep did not finish");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     let sweep_s = done.duration_since(due).as_secs_f64();
+    let submitted_s = submitted_s.unwrap_or(sweep_s);
     let renew_rate = n as f64 / sweep_s;
     format!(
-        "| {n} | {:.0} | {:.1} | {:.0} | {:.2} |\n\nfresh issuance p50 {:.1} ms, p99 {:.1} ms; the sweep includes the spread of up to {} ms (a tenth of renew_before)\n",
+        "| {n} | {:.0} | {submitted_s:.1} | {:.1} | {:.0} | {:.2} |\n\nfresh issuance p50 {:.1} ms, p99 {:.1} ms; the sweep includes the spread of up to {} ms (a tenth of renew_before)\n",
         fresh_rate,
         sweep_s,
         renew_rate,
@@ -271,7 +305,7 @@ async fn main() {
     let n = arg("--certs", 10_000);
     let m = arg("--deploys", 40);
     let mut report = String::from(
-        "## Renewal sweep\n\n| certificates | fresh issuance/s | sweep s | renewals/s | vs fresh issuance |\n|---|---|---|---|---|\n",
+        "## Renewal sweep\n\n| certificates | fresh issuance/s | all submitted s | sweep s | renewals/s | vs fresh issuance |\n|---|---|---|---|---|---|\n",
     );
     report.push_str(&sweep(n).await);
     report.push_str(

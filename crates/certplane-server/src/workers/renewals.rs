@@ -27,9 +27,9 @@ use tokio::sync::{watch, Semaphore};
 use crate::api::now_ms;
 
 const EVERY: Duration = Duration::from_millis(500);
-const BATCH: usize = 1024;
+const BATCH: usize = 4096;
 /// Renewal submissions in flight at once (their log entries share fsyncs).
-const IN_FLIGHT: usize = 32;
+const IN_FLIGHT: usize = 128;
 
 pub fn worker_principal() -> Principal {
     Principal::system(RENEWAL_WORKER, "renewal worker")
