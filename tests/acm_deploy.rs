@@ -478,3 +478,157 @@ async fn throttling_costs_no_deployment_and_an_unverifiable_one_is_failed_and_re
     assert_eq!(c["deployments"][0]["arn"].as_str(), Some(arn.as_str()));
     assert_served(&moto, "eu-west-1", &arn, &c);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_existing_arn_is_adopted_windows_hold_deployments_and_cleanup_deletes_retired_ones() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    support::install_crypto();
+    aws_env();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (moto, proxy, _procs) = start_aws(dir.path()).await;
+    let cluster = start_cluster(dir.path(), &proxy, 20.0).await;
+
+    // An ACM certificate someone imported by hand, which certplane is to take over.
+    let ca = certplane_pki::testing::TestCa::new();
+    let now = certplane_pki::testing::now_ms();
+    let (chain, key) = ca.issue_leaf(
+        "legacy.corp.example",
+        &["legacy.corp.example"],
+        now - 60_000,
+        now + 86_400_000,
+    );
+    std::fs::write(dir.path().join("legacy.pem"), &chain).expect("write");
+    std::fs::write(dir.path().join("legacy-key.pem"), &key).expect("write");
+    let cert_arg = format!("fileb://{}", dir.path().join("legacy.pem").display());
+    let key_arg = format!("fileb://{}", dir.path().join("legacy-key.pem").display());
+    let legacy = aws(
+        &moto,
+        "eu-west-1",
+        &[
+            "acm",
+            "import-certificate",
+            "--certificate",
+            &cert_arg,
+            "--private-key",
+            &key_arg,
+        ],
+    )["CertificateArn"]
+        .as_str()
+        .expect("imported")
+        .to_string();
+    put_zone(&cluster, "/adopt", json!({"auto_renew": {"value": false}})).await;
+    let leader = cluster.leader().await;
+    let (status, body) = cluster
+        .post(
+            leader,
+            "/v1/certificate-requests?wait=20s",
+            &json!({"zone": "/adopt", "sans": ["legacy.corp.example"], "key": {"type": "ecdsa_p256"},
+                    "validity": "30d",
+                    "destinations": [{"type": "acm", "region": "eu-west-1", "arn": legacy}]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let adopted = deployed(
+        &cluster,
+        body["certificate_id"].as_str().expect("issued"),
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(
+        adopted["deployments"][0]["arn"].as_str(),
+        Some(legacy.as_str())
+    );
+    assert_served(&moto, "eu-west-1", &legacy, &adopted);
+    assert_eq!(
+        acm_count(&moto, "eu-west-1"),
+        1,
+        "adopted, not imported beside it"
+    );
+
+    // A maintenance window that is closed now holds the deployment; opening it releases it.
+    let minute = (certplane_pki::testing::now_ms() / 60_000) % 1440;
+    let closed = |m: i64| format!("{:02}:{:02}", (m / 60) % 24, m % 60);
+    let window = format!("{}-{}", closed(minute + 120), closed(minute + 180));
+    let zone = |windows: Vec<String>| {
+        json!({"auto_renew": {"value": false}, "acm_cleanup": {"value": true},
+               "deploy_windows": {"value": windows},
+               "destinations": {"value": [{"type": "acm", "region": "eu-west-1"}]}})
+    };
+    put_zone(&cluster, "/cleanup", zone(vec![window.clone()])).await;
+    let id = issue(&cluster, "/cleanup", "old.corp.example", "1h").await;
+    let (status, plan) = cluster
+        .get(cluster.leader().await, "/v1/renewals/plan?within=1d")
+        .await;
+    assert_eq!(status, 200);
+    let held = plan["deployments"]
+        .as_array()
+        .expect("deployments")
+        .iter()
+        .find(|d| d["certificate_id"] == id.as_str())
+        .cloned()
+        .expect("the held deployment is planned");
+    assert!(
+        held["deploy_at"]
+            .as_str()
+            .unwrap_or("")
+            .contains(&format!("T{}:", &window[..2])),
+        "planned for the window {window}: {held}"
+    );
+    // A witness in a zone without windows, issued after it, deploys: the worker has passed over
+    // the held one, which is still pending.
+    let (status, body) = cluster
+        .post(
+            cluster.leader().await,
+            "/v1/certificate-requests?wait=20s",
+            &json!({"zone": "/adopt", "sans": ["witness.corp.example"], "key": {"type": "ecdsa_p256"},
+                    "validity": "30d", "destinations": [{"type": "acm", "region": "eu-west-1"}]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    deployed(
+        &cluster,
+        body["certificate_id"].as_str().expect("issued"),
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(
+        certificate(&cluster, &id).await["deployments"][0]["state"],
+        "pending"
+    );
+    put_zone(&cluster, "/cleanup", zone(Vec::new())).await;
+    let c = deployed(&cluster, &id, Duration::from_secs(30)).await;
+    let arn = c["deployments"][0]["arn"]
+        .as_str()
+        .expect("arn")
+        .to_string();
+    assert_eq!(acm_count(&moto, "eu-west-1"), 3);
+
+    // Retired in a zone with acm_cleanup: ACM's copy is deleted (nothing uses it in moto).
+    let r = cluster
+        .http
+        .delete(format!(
+            "{}/v1/certificates/{id}",
+            cluster.node(cluster.leader().await).url()
+        ))
+        .bearer_auth(&cluster.token)
+        .send()
+        .await
+        .expect("retire");
+    assert!(r.status().is_success());
+    wait_for("the ACM copy deleted", Duration::from_secs(30), || async {
+        (certificate(&cluster, &id).await["deployments"][0]["state"] == "deleted").then_some(())
+    })
+    .await;
+    assert_eq!(
+        acm_count(&moto, "eu-west-1"),
+        2,
+        "{arn} is gone, the others stay"
+    );
+    let (_, policy) = cluster
+        .get(cluster.leader().await, "/v1/aws/iam-policy")
+        .await;
+    assert!(
+        policy.to_string().contains("acm:DeleteCertificate"),
+        "cleanup is on in a zone, so the policy grants DeleteCertificate: {policy}"
+    );
+}

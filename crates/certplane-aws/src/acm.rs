@@ -133,6 +133,9 @@ pub const OPERATIONS: [&str; 5] = [
     "ListCertificates",
 ];
 
+/// Called only when a zone turns on `acm_cleanup`: the IAM policy grants it only then.
+pub const CLEANUP_OPERATIONS: [&str; 1] = ["DeleteCertificate"];
+
 /// Count one ACM call by operation and outcome (`ok`, `throttled`, `retryable`, `refused`).
 fn observe<T>(operation: &'static str, result: Result<T, AcmError>) -> Result<T, AcmError> {
     let outcome = match &result {
@@ -248,6 +251,49 @@ impl AcmDriver {
                 Some(next) if !next.is_empty() => token = Some(next.to_string()),
                 _ => return Ok(None),
             }
+        }
+    }
+
+    /// Delete the ACM certificate at `arn` unless something uses it (DescribeCertificate's
+    /// `InUseBy`). `Ok(Ok(()))`: deleted or already gone; `Ok(Err(users))`: still in use.
+    pub async fn delete_if_unused(&self, arn: &str) -> Result<Result<(), Vec<String>>, AcmError> {
+        let described = self
+            .client
+            .describe_certificate()
+            .certificate_arn(arn)
+            .send()
+            .await
+            .map_err(|e| classify("DescribeCertificate", e));
+        let described = match observe("DescribeCertificate", described) {
+            Ok(d) => d,
+            Err(AcmError::Refused { code, .. }) if code == "ResourceNotFoundException" => {
+                return Ok(Ok(()))
+            }
+            Err(e) => return Err(e),
+        };
+        let users: Vec<String> = described
+            .certificate()
+            .map(|c| c.in_use_by().to_vec())
+            .unwrap_or_default();
+        if !users.is_empty() {
+            return Ok(Err(users));
+        }
+        let deleted = self
+            .client
+            .delete_certificate()
+            .certificate_arn(arn)
+            .send()
+            .await
+            .map_err(|e| classify("DeleteCertificate", e));
+        match observe("DeleteCertificate", deleted) {
+            Ok(_) => Ok(Ok(())),
+            Err(AcmError::Refused { code, .. }) if code == "ResourceNotFoundException" => {
+                Ok(Ok(()))
+            }
+            Err(AcmError::Refused { code, message, .. }) if code == "ResourceInUseException" => {
+                Ok(Err(vec![message]))
+            }
+            Err(e) => Err(e),
         }
     }
 

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{json, Value};
 
-use crate::acm::OPERATIONS;
+use crate::acm::{CLEANUP_OPERATIONS, OPERATIONS};
 
 /// One place certificates are deployed to.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -37,11 +37,17 @@ fn partition_of(role_arn: Option<&str>) -> &str {
         .unwrap_or("aws")
 }
 
-fn statements(partition: &str, account: &str, regions: &BTreeSet<String>) -> Vec<Value> {
+fn statements(
+    partition: &str,
+    account: &str,
+    regions: &BTreeSet<String>,
+    cleanup: bool,
+) -> Vec<Value> {
     let scoped: Vec<&str> = OPERATIONS
         .iter()
         .copied()
         .filter(|o| *o != "ListCertificates")
+        .chain(CLEANUP_OPERATIONS.iter().copied().filter(|_| cleanup))
         .collect();
     vec![
         json!({
@@ -65,7 +71,8 @@ fn statements(partition: &str, account: &str, regions: &BTreeSet<String>) -> Vec
 
 /// The policies to attach: one for the nodes' own role (`node_account` fills the account of
 /// destinations that assume no role; `*` when unknown), one per role the destinations assume.
-pub fn policies(places: &[Place], node_account: Option<&str>) -> Value {
+/// `cleanup` (some zone has `acm_cleanup`) adds DeleteCertificate.
+pub fn policies(places: &[Place], node_account: Option<&str>, cleanup: bool) -> Value {
     let mut own: BTreeSet<String> = BTreeSet::new();
     let mut roles: BTreeMap<String, (String, BTreeSet<String>)> = BTreeMap::new();
     for place in places {
@@ -85,7 +92,12 @@ pub fn policies(places: &[Place], node_account: Option<&str>) -> Value {
     }
     let mut node_statements = Vec::new();
     if !own.is_empty() {
-        node_statements.extend(statements("aws", node_account.unwrap_or("*"), &own));
+        node_statements.extend(statements(
+            "aws",
+            node_account.unwrap_or("*"),
+            &own,
+            cleanup,
+        ));
     }
     if !roles.is_empty() {
         node_statements.push(json!({
@@ -104,7 +116,7 @@ pub fn policies(places: &[Place], node_account: Option<&str>) -> Value {
             "attach_to": role,
             "policy": {
                 "Version": "2012-10-17",
-                "Statement": statements(partition_of(Some(role)), account, regions),
+                "Statement": statements(partition_of(Some(role)), account, regions, cleanup),
             },
         }));
     }
@@ -151,6 +163,7 @@ mod tests {
                 },
             ],
             Some("123456789012"),
+            false,
         );
         let policies = doc["policies"].as_array().unwrap();
         assert_eq!(policies.len(), 2);
@@ -178,5 +191,15 @@ mod tests {
         expected.insert("sts:AssumeRole".into());
         assert_eq!(granted_actions(&doc), expected);
         assert!(!granted_actions(&doc).contains("acm:DeleteCertificate"));
+        let with_cleanup = super::policies(
+            &[Place {
+                region: "eu-west-1".into(),
+                role_arn: None,
+                account: None,
+            }],
+            None,
+            true,
+        );
+        assert!(granted_actions(&with_cleanup).contains("acm:DeleteCertificate"));
     }
 }

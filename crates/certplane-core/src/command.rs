@@ -199,6 +199,7 @@ impl Command {
                 crate::deploy::DeploymentOutcome::Importing => "certificate.deploy_start",
                 crate::deploy::DeploymentOutcome::Deployed { .. } => "certificate.deployed",
                 crate::deploy::DeploymentOutcome::Failed { .. } => "certificate.deploy_failed",
+                crate::deploy::DeploymentOutcome::Deleted => "certificate.acm_deleted",
             },
             Command::Probe { .. } => "sys.probe",
             Command::Noop => "sys.noop",

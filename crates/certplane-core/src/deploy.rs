@@ -224,6 +224,11 @@ pub enum DeploymentState {
     /// The certificate was superseded or left management before it was deployed; its successor
     /// deploys instead.
     Cancelled,
+    /// The certificate left management in a zone with `acm_cleanup`: the ACM certificate is
+    /// deleted once ACM says nothing uses it.
+    Deleting,
+    /// The ACM certificate was deleted.
+    Deleted,
 }
 
 impl DeploymentState {
@@ -233,12 +238,19 @@ impl DeploymentState {
             DeploymentState::Deployed => "deployed",
             DeploymentState::Failed => "failed",
             DeploymentState::Cancelled => "cancelled",
+            DeploymentState::Deleting => "deleting",
+            DeploymentState::Deleted => "deleted",
         }
     }
 
-    /// Still owed an attempt.
+    /// Still owed a deployment attempt (while the certificate is managed).
     pub fn is_open(self) -> bool {
         matches!(self, DeploymentState::Pending | DeploymentState::Failed)
+    }
+
+    /// The deploy worker still has something to do: deploy, or delete after retirement.
+    pub fn is_queued(self, certificate_live: bool) -> bool {
+        (self.is_open() && certificate_live) || self == DeploymentState::Deleting
     }
 }
 
@@ -287,6 +299,8 @@ pub enum DeploymentOutcome {
         #[serde(default)]
         tags_restored: bool,
     },
+    /// The ACM certificate of a retired certificate was deleted (or was already gone).
+    Deleted,
     /// The attempt failed; `arn` is set when ACM created or named the certificate anyway.
     Failed {
         error: String,

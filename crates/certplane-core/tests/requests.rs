@@ -2697,3 +2697,70 @@ fn a_csr_request_cannot_have_destinations_and_zones_can_turn_renewal_off() {
     assert!(c.deployments.is_empty());
     assert!(keys_of(&log.store, Keyspace::RenewalQueue, b"").is_empty());
 }
+
+#[test]
+fn retiring_in_a_cleanup_zone_queues_the_acm_deletion_once() {
+    use certplane_core::deploy::{DeploymentOutcome, DeploymentState};
+    let mut log = Log::initialized();
+    log.zone(
+        "/",
+        r#"{"acm_cleanup":{"value":true},"destinations":{"value":[{"type":"acm","region":"eu-west-1"}]}}"#,
+    );
+    let r1 = log.approved("req_1", spec("/", &["a.corp.example"]));
+    let a = log.issue(&r1, 1);
+    log.propose(
+        deploy_worker(),
+        record_deployment(&a.id, 0, 1, DeploymentOutcome::Importing),
+    );
+    assert!(log
+        .propose(
+            deploy_worker(),
+            record_deployment(&a.id, 0, 2, deployed(ARN_EU))
+        )
+        .result
+        .is_ok());
+    // A Deleted outcome is refused while the certificate is managed.
+    refused(
+        &mut log,
+        deploy_worker(),
+        record_deployment(&a.id, 0, 3, DeploymentOutcome::Deleted),
+        RejectCode::StaleGeneration,
+    );
+    // A pending one, never deployed, is only cancelled.
+    let r2 = log.approved("req_2", spec("/", &["b.corp.example"]));
+    let b = log.issue(&r2, 2);
+    log.ok(Command::RetireCertificate {
+        id: b.id.clone(),
+        reason: None,
+    });
+    assert_eq!(
+        certificate(&log.store, &b.id).deployments[0].state,
+        DeploymentState::Cancelled
+    );
+
+    log.ok(Command::RetireCertificate {
+        id: a.id.clone(),
+        reason: None,
+    });
+    let retired = certificate(&log.store, &a.id);
+    assert_eq!(retired.deployments[0].state, DeploymentState::Deleting);
+    assert_eq!(keys_of(&log.store, Keyspace::DeploymentQueue, b"").len(), 1);
+    assert!(log
+        .propose(
+            deploy_worker(),
+            record_deployment(&a.id, 0, 3, DeploymentOutcome::Deleted)
+        )
+        .result
+        .is_ok());
+    assert_eq!(
+        certificate(&log.store, &a.id).deployments[0].state,
+        DeploymentState::Deleted
+    );
+    assert!(keys_of(&log.store, Keyspace::DeploymentQueue, b"").is_empty());
+    refused(
+        &mut log,
+        deploy_worker(),
+        record_deployment(&a.id, 0, 4, DeploymentOutcome::Deleted),
+        RejectCode::StaleGeneration,
+    );
+}

@@ -146,6 +146,44 @@ pub(super) fn new_renewal(
     }))
 }
 
+/// A certificate leaves management: open deployments are cancelled, and in a zone with
+/// `acm_cleanup` each ACM certificate no renewal took over is queued for deletion.
+pub(super) fn leave_acm(
+    store: &impl StateRead,
+    record: &mut CertificateRecord,
+    now: Timestamp,
+) -> Result<(), CoreError> {
+    if record.deployments.is_empty() {
+        return Ok(());
+    }
+    let cleanup = record.superseded_by.is_none()
+        && crate::policy::normalize_zone_path(&record.zone)
+            .ok()
+            .as_deref()
+            == Some(record.zone.as_str())
+        && crate::zone::effective_for(store, &record.zone)?
+            .0
+            .acm_cleanup
+            .value;
+    for d in record.deployments.iter_mut() {
+        match (cleanup, &d.arn, d.state) {
+            (
+                true,
+                Some(_),
+                DeploymentState::Pending | DeploymentState::Failed | DeploymentState::Deployed,
+            ) => {
+                d.state = DeploymentState::Deleting;
+                d.next_attempt_at = now;
+            }
+            (_, _, DeploymentState::Pending | DeploymentState::Failed) => {
+                d.state = DeploymentState::Cancelled;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// A superseded certificate's open deployments are cancelled: its successor deploys instead.
 pub(super) fn cancel_open(record: &mut CertificateRecord) {
     for d in record.deployments.iter_mut() {
@@ -306,7 +344,13 @@ pub(super) fn record_deployment(
             ),
         )));
     };
-    if !d.state.is_open() || !cert.is_live() || rec.attempt != d.attempts + 1 {
+    let deleting = d.state == DeploymentState::Deleting;
+    let fits = match &rec.outcome {
+        DeploymentOutcome::Deleted => deleting,
+        DeploymentOutcome::Failed { .. } => d.state.is_queued(cert.is_live()),
+        _ => !deleting && d.state.is_queued(cert.is_live()),
+    };
+    if !fits || rec.attempt != d.attempts + 1 {
         return Ok(Err(Rejection::new(
             RejectCode::StaleGeneration,
             format!(
@@ -322,7 +366,7 @@ pub(super) fn record_deployment(
     let arn_named = match &rec.outcome {
         DeploymentOutcome::Deployed { arn, .. } => Some(arn),
         DeploymentOutcome::Failed { arn, .. } => arn.as_ref(),
-        DeploymentOutcome::Importing => None,
+        DeploymentOutcome::Importing | DeploymentOutcome::Deleted => None,
     };
     if let (Some(known), Some(named)) = (&d.arn, arn_named) {
         if known != named {
@@ -366,6 +410,10 @@ pub(super) fn record_deployment(
             d.observed_serial = Some(observed_serial.clone());
             d.last_error = None;
         }
+        DeploymentOutcome::Deleted => {
+            d.state = DeploymentState::Deleted;
+            d.last_error = None;
+        }
         DeploymentOutcome::Failed {
             error,
             arn,
@@ -374,7 +422,9 @@ pub(super) fn record_deployment(
             if d.arn.is_none() {
                 d.arn = arn.clone();
             }
-            d.state = DeploymentState::Failed;
+            if d.state != DeploymentState::Deleting {
+                d.state = DeploymentState::Failed;
+            }
             d.last_error = Some(error.chars().take(1000).collect());
             d.next_attempt_at = Timestamp(retry_at.0.max(proposal.proposed_at.0));
         }

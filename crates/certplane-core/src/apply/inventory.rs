@@ -153,6 +153,7 @@ pub(super) fn retire_certificate(
     }
     let was = record.status;
     unindex(store, &record);
+    super::deployments::leave_acm(store, &mut record, proposal.proposed_at)?;
     record.status = CertificateStatus::Retired;
     record.retired_at = Some(proposal.proposed_at);
     record.updated_at = proposal.proposed_at;
@@ -205,6 +206,7 @@ pub(super) fn revoke_certificate(
     };
     let was = record.status;
     unindex(store, &record);
+    super::deployments::leave_acm(store, &mut record, proposal.proposed_at)?;
     record.status = CertificateStatus::Revoked;
     record.revocation = Some(Revocation {
         at: proposal.proposed_at,
@@ -387,18 +389,19 @@ fn index_entries(record: &CertificateRecord) -> Vec<(Keyspace, Vec<u8>)> {
                 keys::notice_key(notice.due_at, id, &notice.threshold),
             ));
         }
-        for (i, d) in record.deployments.iter().enumerate() {
-            if d.state.is_open() {
-                entries.push((
-                    Keyspace::DeploymentQueue,
-                    keys::notice_key(d.next_attempt_at, id, &i.to_string()),
-                ));
-            }
-        }
         if let Some(schedule) = record.renewal.as_ref().filter(|s| s.request_id.is_none()) {
             entries.push((
                 Keyspace::RenewalQueue,
                 keys::expiry_key(schedule.due_at, id),
+            ));
+        }
+    }
+    let live = record.is_live();
+    for (i, d) in record.deployments.iter().enumerate() {
+        if d.state.is_queued(live) {
+            entries.push((
+                Keyspace::DeploymentQueue,
+                keys::notice_key(d.next_attempt_at, id, &i.to_string()),
             ));
         }
     }

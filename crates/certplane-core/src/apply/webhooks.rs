@@ -325,7 +325,8 @@ fn events_of(
                     record.zone.clone(),
                     data(json!({ "error": error, "retry_at": retry_at.0 })),
                 )),
-                crate::deploy::DeploymentOutcome::Importing => {}
+                crate::deploy::DeploymentOutcome::Importing
+                | crate::deploy::DeploymentOutcome::Deleted => {}
             }
         }
         (_, Ok(Applied::CertificateRevoked { record })) => {

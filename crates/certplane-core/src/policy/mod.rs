@@ -307,6 +307,9 @@ policy_fields! {
     destinations: Vec<crate::deploy::Destination> = Vec::new();
     /// Daily UTC windows (`HH:MM-HH:MM`) in which deployments may run. Empty: any time.
     deploy_windows: Vec<String> = Vec::new();
+    /// When a certificate leaves management (retired or revoked) and no renewal took its ACM
+    /// certificate over, delete the ACM certificate once nothing uses it.
+    acm_cleanup: bool = false;
 }
 
 /// A custom rule in force, with the zone that defined it.

@@ -554,7 +554,7 @@ fn invalid_policies_are_refused_and_canonicalised() {
         vec!["api.example.com", ".corp.example"]
     );
     assert!(canonical.validate().is_ok());
-    assert_eq!(FIELDS.len(), 21);
+    assert_eq!(FIELDS.len(), 22);
     for bad in [
         r#"{"destinations":{"value":[{"type":"acm","region":"eu-west"}]}}"#,
         r#"{"destinations":{"value":[{"type":"acm","region":"eu-west-1"},{"type":"acm","region":"eu-west-1"}]}}"#,

@@ -214,12 +214,14 @@ pub async fn iam_policy(
                 })
                 .collect();
         // Zone policies name destinations before any certificate is deployed there.
+        let mut cleanup = false;
         let zones = view
             .scan(Keyspace::Zones, b"", b"", 100_000)
             .map_err(|e| ApiError::unavailable(e.to_string()))?;
         for (_, bytes) in zones {
             let zone: certplane_core::zone::ZoneRecord =
                 certplane_core::keys::decode_record("zone", &bytes).map_err(unavailable)?;
+            cleanup |= zone.policy.acm_cleanup.as_ref().is_some_and(|s| s.value);
             for d in zone.policy.destinations.iter().flat_map(|s| s.value.iter()) {
                 places.insert(certplane_aws::iam::Place {
                     region: d.region.clone(),
@@ -232,6 +234,7 @@ pub async fn iam_policy(
         Ok(Json(certplane_aws::iam::policies(
             &places,
             q.account.as_deref(),
+            cleanup,
         )))
     })
     .await

@@ -23,7 +23,9 @@ use certplane_aws::acm::{
 };
 use certplane_core::apply::{get_certificate, DEPLOY_WORKER};
 use certplane_core::command::RecordDeployment;
-use certplane_core::deploy::{backoff_ms, windows_open, DeploymentOutcome, DEPLOYMENT_TAG};
+use certplane_core::deploy::{
+    backoff_ms, windows_open, DeploymentOutcome, DeploymentState, DEPLOYMENT_TAG,
+};
 use certplane_core::keys::expiry_key;
 use certplane_core::store::{Keyspace, StateRead};
 use certplane_core::{CertificateRecord, Command, Principal, Proposal, Timestamp};
@@ -229,7 +231,11 @@ impl DeployWorker {
         let Some(d) = cert.deployments.get(index).cloned() else {
             return;
         };
-        if !d.state.is_open() || !cert.is_live() || d.next_attempt_at != queued_for {
+        if !d.state.is_queued(cert.is_live()) || d.next_attempt_at != queued_for {
+            return;
+        }
+        if d.state == DeploymentState::Deleting {
+            self.delete_one(&cert, index).await;
             return;
         }
         let windows = certplane_core::zone::effective_for(&view, &cert.zone)
@@ -280,6 +286,49 @@ impl DeployWorker {
             .await
         {
             tracing::debug!(certificate = %id, error = %e, "deployment outcome not applied");
+        }
+    }
+
+    /// A retired certificate in a zone with `acm_cleanup`: delete its ACM certificate once ACM
+    /// says nothing uses it; while something does, try again later.
+    async fn delete_one(&self, cert: &CertificateRecord, index: usize) {
+        let d = &cert.deployments[index];
+        let Some(arn) = d.arn.clone() else {
+            return;
+        };
+        if !self.node.is_leader() {
+            return;
+        }
+        let driver = self
+            .driver(&d.destination.region, d.destination.role_arn.as_deref())
+            .await;
+        let limit_key = format!("cleanup|{}", d.destination.region);
+        let outcome = match self
+            .retrying(&limit_key, false, true, || driver.delete_if_unused(&arn))
+            .await
+        {
+            Ok(Ok(())) => DeploymentOutcome::Deleted,
+            Ok(Err(users)) => DeploymentOutcome::Failed {
+                error: format!("{arn} is still in use by {}", users.join(", ")),
+                arn: None,
+                retry_at: Timestamp(now_ms() + self.retry_after_ms(d.attempts + 1)),
+            },
+            Err(e) => DeploymentOutcome::Failed {
+                error: e.to_string(),
+                arn: None,
+                retry_at: Timestamp(now_ms() + self.retry_after_ms(d.attempts + 1)),
+            },
+        };
+        if let Err(e) = self
+            .propose(RecordDeployment {
+                certificate_id: cert.id.clone(),
+                destination: index,
+                attempt: d.attempts + 1,
+                outcome,
+            })
+            .await
+        {
+            tracing::debug!(certificate = %cert.id, error = %e, "cleanup outcome not applied");
         }
     }
 
