@@ -39,6 +39,7 @@ async fn start_cluster(dir: &Path, proxy: &str, import_rate: f64) -> TestCluster
         c.deploy.acm_import_rate = import_rate;
         c.deploy.retry_base_ms = 300;
         c.webhooks.retry_base_ms = 50;
+        c.audit_verify_interval_ms = 500;
     })
     .await
 }
@@ -81,21 +82,41 @@ async fn issue(cluster: &TestCluster, zone: &str, name: &str, validity: &str) ->
     body["certificate_id"].as_str().expect("issued").to_string()
 }
 
+/// The certificate as the leader serves it. A 503 (the cluster is electing, or the leader could
+/// not confirm its quorum for the read) is an answer to retry, as the API says, not a failure.
 async fn certificate(cluster: &TestCluster, id: &str) -> Value {
-    let leader = cluster.leader().await;
-    let (status, body) = cluster.get(leader, &format!("/v1/certificates/{id}")).await;
-    assert_eq!(status, 200, "{body}");
-    body
+    wait_for(
+        &format!("certificate {id} readable"),
+        Duration::from_secs(30),
+        || async {
+            let leader = cluster.leader().await;
+            let (status, body) = cluster.get(leader, &format!("/v1/certificates/{id}")).await;
+            if status == 503 {
+                return None;
+            }
+            assert_eq!(status, 200, "{body}");
+            Some(body)
+        },
+    )
+    .await
 }
 
-/// Wait until every deployment of `id` is deployed; return the certificate.
+/// Wait until every deployment of `id` is deployed; return the certificate. On timeout the panic
+/// shows the certificate as last seen.
 async fn deployed(cluster: &TestCluster, id: &str, timeout: Duration) -> Value {
-    wait_for(&format!("certificate {id} deployed"), timeout, || async {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
         let c = certificate(cluster, id).await;
-        let all = c["deployments"].as_array()?;
-        (!all.is_empty() && all.iter().all(|d| d["state"] == "deployed")).then_some(c)
-    })
-    .await
+        let all = c["deployments"].as_array().cloned().unwrap_or_default();
+        if !all.is_empty() && all.iter().all(|d| d["state"] == "deployed") {
+            return c;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for certificate {id} deployed: {c}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// The successor of `id` once the renewal worker renewed it.
@@ -339,6 +360,32 @@ async fn issue_deploy_renew_in_two_regions_and_the_iam_policy_matches_the_calls(
         granted, sent,
         "the IAM policy and the operations the driver sent differ"
     );
+    // The CLI prints the same policy, and the Terraform module grants the same actions.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_certplane"))
+        .args([
+            "aws",
+            "iam-policy",
+            "--account",
+            "123456789012",
+            "--output",
+            "json",
+        ])
+        .args(["--addr", &cluster.node(cluster.leader().await).url()])
+        .args(["--token", &cluster.token])
+        .output()
+        .expect("certplane aws iam-policy");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed: Value = serde_json::from_slice(&out.stdout).expect("JSON policy");
+    assert_eq!(printed, policy, "the CLI prints the API's policy");
+    assert_eq!(
+        support::aws::terraform_acm_actions(),
+        granted,
+        "Terraform's iam.tf and the driver's operations differ"
+    );
     let resources = policy["policies"][0]["policy"]["Statement"][0]["Resource"].to_string();
     assert!(resources.contains("arn:aws:acm:eu-west-1:123456789012:certificate/*"));
     assert!(resources.contains("arn:aws:acm:us-east-1:123456789012:certificate/*"));
@@ -480,7 +527,8 @@ async fn throttling_costs_no_deployment_and_an_unverifiable_one_is_failed_and_re
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn an_existing_arn_is_adopted_windows_hold_deployments_and_cleanup_deletes_retired_ones() {
+async fn an_existing_arn_is_adopted_windows_hold_deployments_cleanup_deletes_and_roles_are_assumed()
+{
     let _one = ONE_AT_A_TIME.lock().await;
     support::install_crypto();
     aws_env();
@@ -624,11 +672,83 @@ async fn an_existing_arn_is_adopted_windows_hold_deployments_and_cleanup_deletes
         2,
         "{arn} is gone, the others stay"
     );
+    // Another account: the destination names a role, the driver assumes it through STS, and the
+    // certificate lands in that account (moto keys resources by the assumed role's account).
+    let role = "arn:aws:iam::210987654321:role/certplane-deployer";
+    put_zone(
+        &cluster,
+        "/cross",
+        json!({"auto_renew": {"value": false},
+               "destinations": {"value": [{"type": "acm", "region": "eu-west-1", "role_arn": role}]}}),
+    )
+    .await;
+    let cross = issue(&cluster, "/cross", "cross.corp.example", "30d").await;
+    let cross = deployed(&cluster, &cross, Duration::from_secs(30)).await;
+    let cross_arn = cross["deployments"][0]["arn"]
+        .as_str()
+        .expect("arn")
+        .to_string();
+    assert!(
+        cross_arn.starts_with("arn:aws:acm:eu-west-1:210987654321:certificate/"),
+        "deployed in the role's account: {cross_arn}"
+    );
+    assert!(proxy_log(&proxy)
+        .await
+        .iter()
+        .any(|c| c["operation"] == "AssumeRole"));
+
     let (_, policy) = cluster
-        .get(cluster.leader().await, "/v1/aws/iam-policy")
+        .get(
+            cluster.leader().await,
+            "/v1/aws/iam-policy?account=123456789012",
+        )
         .await;
     assert!(
         policy.to_string().contains("acm:DeleteCertificate"),
         "cleanup is on in a zone, so the policy grants DeleteCertificate: {policy}"
+    );
+    // Each node verifies its audit chain in the background and reports it for the alert rules.
+    let leader_url = cluster.node(cluster.leader().await).url();
+    wait_for(
+        "the audit chain verified",
+        Duration::from_secs(30),
+        || async {
+            let text = cluster
+                .http
+                .get(format!("{leader_url}/metrics"))
+                .send()
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            let value = |name: &str| {
+                text.lines()
+                    .find(|l| l.starts_with(name))
+                    .and_then(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+            };
+            (value("certplane_audit_chain_broken ") == Some(0.0)
+                && value("certplane_audit_last_verified_timestamp_seconds")
+                    .is_some_and(|t| t > 1.0e9)
+                && value("certplane_audit_verified_records").is_some_and(|n| n > 0.0))
+            .then_some(())
+        },
+    )
+    .await;
+    let policies = policy["policies"].as_array().expect("policies");
+    assert!(
+        policies[0]["policy"]["Statement"]
+            .as_array()
+            .expect("statements")
+            .iter()
+            .any(|s| s["Action"] == json!(["sts:AssumeRole"]) && s["Resource"] == json!([role])),
+        "the nodes may assume the role: {policy}"
+    );
+    assert!(
+        policies.iter().any(|p| p["attach_to"] == role
+            && p["policy"]
+                .to_string()
+                .contains("arn:aws:acm:eu-west-1:210987654321:certificate/*")),
+        "the role's own policy is scoped to its account: {policy}"
     );
 }

@@ -190,6 +190,7 @@ impl TestCluster {
                 api_tls: None,
                 webhooks: Default::default(),
                 deploy: Default::default(),
+                audit_verify_interval_ms: 60_000,
                 log: "warn".into(),
             };
             tune(&mut config);

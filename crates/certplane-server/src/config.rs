@@ -113,6 +113,10 @@ pub struct ServerOptions {
     /// Renewals the leader submits per second at most (due renewals beyond it wait their turn).
     #[arg(long, env = "CERTPLANE_RENEWAL_RATE")]
     pub renewal_rate: Option<f64>,
+    /// How often each node verifies the audit records appended to its chain since the last pass,
+    /// in milliseconds (default 60000).
+    #[arg(long, env = "CERTPLANE_AUDIT_VERIFY_INTERVAL_MS")]
+    pub audit_verify_interval_ms: Option<u64>,
     /// Log filter (tracing-subscriber EnvFilter syntax).
     #[arg(long, env = "CERTPLANE_LOG")]
     pub log: Option<String>,
@@ -139,6 +143,7 @@ pub struct ServerConfig {
     pub api_tls: Option<ApiTls>,
     pub webhooks: WebhookSettings,
     pub deploy: DeploySettings,
+    pub audit_verify_interval_ms: u64,
     pub log: String,
 }
 
@@ -260,6 +265,7 @@ impl ServerOptions {
             deploy_concurrency,
             deploy_retry_base_ms,
             renewal_rate,
+            audit_verify_interval_ms,
             log
         )
     }
@@ -361,6 +367,10 @@ impl ServerOptions {
                     renewal_rate: opts.renewal_rate.unwrap_or(d.renewal_rate),
                 }
             },
+            audit_verify_interval_ms: opts
+                .audit_verify_interval_ms
+                .unwrap_or(60_000)
+                .clamp(100, 86_400_000),
             log: opts.log.unwrap_or_else(|| "info".into()),
         };
         config.validate()?;

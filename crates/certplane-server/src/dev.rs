@@ -102,6 +102,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             api_tls: None,
             webhooks: Default::default(),
             deploy: Default::default(),
+            audit_verify_interval_ms: 60_000,
             log: args.log.clone(),
         };
         handles.push(start_node(&config, api, cluster).await?);

@@ -173,6 +173,11 @@ pub async fn start_node_with(
         node.clone(),
         stop_rx.clone(),
     )));
+    background.push(tokio::spawn(crate::workers::audit::run(
+        node.clone(),
+        std::time::Duration::from_millis(config.audit_verify_interval_ms),
+        stop_rx.clone(),
+    )));
     background.push(tokio::spawn(crate::workers::renewals::run(
         node.clone(),
         config.deploy.renewal_rate,

@@ -2,6 +2,7 @@
 //! effect, and propose the outcome back through Raft (DESIGN.md section 3).
 
 pub mod approvals;
+pub mod audit;
 pub mod deploy;
 pub mod issuance;
 pub mod notices;
