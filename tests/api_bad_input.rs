@@ -284,6 +284,7 @@ async fn bad_input_is_refused_clearly_and_loses_nothing() {
             "/v1/certificate-requests",
             "/v1/zones/evaluate",
             "/v1/issuers",
+            "/v1/aws/pca-issuers",
             "/v1/certificates/crt_0/renew",
             "/v1/certificates/crt_0/revoke",
         ] {
@@ -327,6 +328,7 @@ async fn bad_input_is_refused_clearly_and_loses_nothing() {
         "/v1/issuers/{name}",
         "/v1/issuers/{name}/crl",
         "/v1/issuers/{name}/issued",
+        "/v1/aws/pca-issuers",
     ] {
         assert!(doc["paths"][path].is_object(), "openapi lacks {path}");
     }

@@ -193,6 +193,7 @@ const EXPECTED: &[(&str, &str, &str)] = &[
         "admin zone_owner approver requester auditor",
     ),
     ("POST", "/v1/issuers", "admin"),
+    ("POST", "/v1/aws/pca-issuers", "admin"),
     (
         "GET",
         "/v1/issuers/{name}",

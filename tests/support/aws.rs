@@ -200,28 +200,30 @@ pub async fn served_serials(moto: &str, region: &str, arns: &[String]) -> Vec<St
     out
 }
 
+/// The quoted actions starting with `prefix` in the first `[...]` after `name = ` in the module's
+/// iam.tf.
+pub fn terraform_list(name: &str, prefix: &str) -> std::collections::BTreeSet<String> {
+    let path = repo().join("terraform/modules/certplane-cluster/iam.tf");
+    let text = std::fs::read_to_string(&path).expect("read iam.tf");
+    let start = text
+        .find(&format!("{name} = "))
+        .unwrap_or_else(|| panic!("iam.tf defines {name}"));
+    let rest = &text[start..];
+    let open = rest.find('[').expect("a list");
+    let close = open + rest[open..].find(']').expect("the list ends");
+    rest[open..close]
+        .split('"')
+        .skip(1)
+        .step_by(2)
+        .filter(|a| a.starts_with(prefix))
+        .map(str::to_string)
+        .collect()
+}
+
 /// The ACM actions the Terraform module grants the nodes without its optional switches: the quoted
 /// `acm:` entries of the `acm_certificate_actions` and `acm_list_actions` lists in iam.tf.
 pub fn terraform_acm_actions() -> std::collections::BTreeSet<String> {
-    let path = repo().join("terraform/modules/certplane-cluster/iam.tf");
-    let text = std::fs::read_to_string(&path).expect("read iam.tf");
-    let list = |name: &str| -> Vec<String> {
-        let start = text
-            .find(&format!("{name} = "))
-            .unwrap_or_else(|| panic!("iam.tf defines {name}"));
-        let rest = &text[start..];
-        let open = rest.find('[').expect("a list");
-        let close = open + rest[open..].find(']').expect("the list ends");
-        rest[open..close]
-            .split('"')
-            .skip(1)
-            .step_by(2)
-            .filter(|a| a.starts_with("acm:"))
-            .map(str::to_string)
-            .collect()
-    };
-    let mut out: std::collections::BTreeSet<String> =
-        list("acm_certificate_actions").into_iter().collect();
-    out.extend(list("acm_list_actions"));
+    let mut out = terraform_list("acm_certificate_actions", "acm:");
+    out.extend(terraform_list("acm_list_actions", "acm:"));
     out
 }

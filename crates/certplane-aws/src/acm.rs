@@ -81,7 +81,7 @@ impl AcmError {
     }
 }
 
-fn classify<E: ProvideErrorMetadata + std::fmt::Debug>(
+pub(crate) fn classify<E: ProvideErrorMetadata + std::fmt::Debug>(
     operation: &'static str,
     err: aws_sdk_acm::error::SdkError<E>,
 ) -> AcmError {
@@ -137,7 +137,10 @@ pub const OPERATIONS: [&str; 5] = [
 pub const CLEANUP_OPERATIONS: [&str; 1] = ["DeleteCertificate"];
 
 /// Count one ACM call by operation and outcome (`ok`, `throttled`, `retryable`, `refused`).
-fn observe<T>(operation: &'static str, result: Result<T, AcmError>) -> Result<T, AcmError> {
+pub(crate) fn observe<T>(
+    operation: &'static str,
+    result: Result<T, AcmError>,
+) -> Result<T, AcmError> {
     let outcome = match &result {
         Ok(_) => "ok",
         Err(e) if e.is_throttle() => "throttled",
@@ -150,6 +153,42 @@ fn observe<T>(operation: &'static str, result: Result<T, AcmError>) -> Result<T,
         metrics::counter!("certplane_acm_throttled_total", "operation" => operation).increment(1);
     }
     result
+}
+
+/// The SDK configuration for `target`, shared by the ACM and ACM PCA clients: the default credential
+/// chain (assuming `role_arn` through STS when set), one attempt per call (callers retry, so their
+/// limiters see every call), and timeouts so a hung call never holds a worker slot.
+pub async fn sdk_config(target: &AcmTarget) -> aws_config::SdkConfig {
+    let region = aws_config::Region::new(target.region.clone());
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(region.clone())
+        .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(1))
+        .timeout_config(
+            aws_config::timeout::TimeoutConfig::builder()
+                .connect_timeout(std::time::Duration::from_secs(5))
+                .operation_attempt_timeout(std::time::Duration::from_secs(30))
+                .build(),
+        );
+    if let Some(url) = &target.endpoint_url {
+        loader = loader.endpoint_url(url);
+    }
+    let base = loader.load().await;
+    match &target.role_arn {
+        None => base,
+        Some(role) => {
+            let provider = aws_config::sts::AssumeRoleProvider::builder(role)
+                .session_name("certplane")
+                .region(region)
+                .configure(&base)
+                .build()
+                .await;
+            base.into_builder()
+                .credentials_provider(aws_sdk_acm::config::SharedCredentialsProvider::new(
+                    provider,
+                ))
+                .build()
+        }
+    }
 }
 
 /// One region's ACM client.
@@ -173,40 +212,8 @@ impl AcmDriver {
     /// when set), no static keys. The SDK does not retry by itself: the caller's rate limiter sees
     /// every call, and throttling comes back to it to slow down.
     pub async fn connect(target: &AcmTarget) -> AcmDriver {
-        let region = aws_config::Region::new(target.region.clone());
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .region(region.clone())
-            .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(1))
-            // A call that hangs must not hold a deployment slot forever: it times out and is
-            // retried like any transient failure.
-            .timeout_config(
-                aws_config::timeout::TimeoutConfig::builder()
-                    .connect_timeout(std::time::Duration::from_secs(5))
-                    .operation_attempt_timeout(std::time::Duration::from_secs(30))
-                    .build(),
-            );
-        if let Some(url) = &target.endpoint_url {
-            loader = loader.endpoint_url(url);
-        }
-        let base = loader.load().await;
-        let config = match &target.role_arn {
-            None => base,
-            Some(role) => {
-                let provider = aws_config::sts::AssumeRoleProvider::builder(role)
-                    .session_name("certplane")
-                    .region(region)
-                    .configure(&base)
-                    .build()
-                    .await;
-                base.into_builder()
-                    .credentials_provider(aws_sdk_acm::config::SharedCredentialsProvider::new(
-                        provider,
-                    ))
-                    .build()
-            }
-        };
         AcmDriver {
-            client: aws_sdk_acm::Client::new(&config),
+            client: aws_sdk_acm::Client::new(&sdk_config(target).await),
         }
     }
 

@@ -1,5 +1,7 @@
-//! The least-privilege IAM policy for the configured destinations: exactly the ACM actions the
-//! driver calls ([`crate::acm::OPERATIONS`]), scoped to the regions and accounts in use.
+//! The least-privilege IAM policy for the configured destinations and ACM Private CA issuers:
+//! exactly the ACM actions the driver calls ([`crate::acm::OPERATIONS`]), scoped to the regions and
+//! accounts in use, and the ACM PCA actions the issuer calls ([`crate::pca::PCA_OPERATIONS`]) on
+//! the configured CAs only.
 //!
 //! ```text
 //!  destinations (region, role?) ─► node role:     acm:* on arn:aws:acm:<region>:<own account>:certificate/*
@@ -15,6 +17,16 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::{json, Value};
 
 use crate::acm::{CLEANUP_OPERATIONS, OPERATIONS};
+use crate::pca::{NATIVE_ACM_OPERATIONS, PCA_OPERATIONS};
+
+/// The account a role ARN names (`arn:aws:iam::<account>:role/...`), or `*`.
+fn account_of_role(role: &str) -> String {
+    role.split(':')
+        .nth(4)
+        .filter(|a| a.len() == 12 && a.bytes().all(|b| b.is_ascii_digit()))
+        .unwrap_or("*")
+        .to_string()
+}
 
 /// One place certificates are deployed to.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -69,10 +81,77 @@ fn statements(
     ]
 }
 
+/// One ACM Private CA certplane issues through.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Authority {
+    pub ca_arn: String,
+    pub region: String,
+    pub role_arn: Option<String>,
+    /// `acm-native` mode: ACM RequestCertificate, then DescribeCertificate and GetCertificate.
+    pub acm_native: bool,
+}
+
+/// The `acm-pca:` and `acm:` statements for the CAs in `authorities` (all reached with the same
+/// credentials): the PCA actions on those CAs only, and for `acm-native` ones the ACM calls on
+/// certificates in the CA's region and account, RequestCertificate only naming those CAs.
+fn authority_statements(authorities: &[&Authority]) -> Vec<Value> {
+    if authorities.is_empty() {
+        return Vec::new();
+    }
+    let cas: BTreeSet<&str> = authorities.iter().map(|a| a.ca_arn.as_str()).collect();
+    let mut out = vec![json!({
+        "Sid": "CertplaneAcmPcaIssue",
+        "Effect": "Allow",
+        "Action": PCA_OPERATIONS.iter().map(|o| format!("acm-pca:{o}")).collect::<Vec<_>>(),
+        "Resource": cas.iter().collect::<Vec<_>>(),
+    })];
+    let native: Vec<&&Authority> = authorities.iter().filter(|a| a.acm_native).collect();
+    if !native.is_empty() {
+        let certificates: BTreeSet<String> = native
+            .iter()
+            .map(|a| {
+                let parts: Vec<&str> = a.ca_arn.split(':').collect();
+                let partition = parts.get(1).copied().unwrap_or("aws");
+                let account = parts.get(4).copied().unwrap_or("*");
+                format!("arn:{partition}:acm:{}:{account}:certificate/*", a.region)
+            })
+            .collect();
+        let native_cas: BTreeSet<&str> = native.iter().map(|a| a.ca_arn.as_str()).collect();
+        out.push(json!({
+            "Sid": "CertplaneAcmNativeRequest",
+            "Effect": "Allow",
+            "Action": ["acm:RequestCertificate"],
+            "Resource": certificates.iter().collect::<Vec<_>>(),
+            "Condition": {"ArnEquals": {"acm:CertificateAuthority": native_cas.iter().collect::<Vec<_>>()}},
+        }));
+        out.push(json!({
+            "Sid": "CertplaneAcmNativeRead",
+            "Effect": "Allow",
+            "Action": NATIVE_ACM_OPERATIONS
+                .iter()
+                .filter(|o| **o != "RequestCertificate")
+                .map(|o| format!("acm:{o}"))
+                .collect::<Vec<_>>(),
+            "Resource": certificates.iter().collect::<Vec<_>>(),
+        }));
+    }
+    out
+}
+
 /// The policies to attach: one for the nodes' own role (`node_account` fills the account of
 /// destinations that assume no role; `*` when unknown), one per role the destinations assume.
 /// `cleanup` (some zone has `acm_cleanup`) adds DeleteCertificate.
 pub fn policies(places: &[Place], node_account: Option<&str>, cleanup: bool) -> Value {
+    policies_with_authorities(places, &[], node_account, cleanup)
+}
+
+/// [`policies`] for destinations and ACM Private CA issuers together.
+pub fn policies_with_authorities(
+    places: &[Place],
+    authorities: &[Authority],
+    node_account: Option<&str>,
+    cleanup: bool,
+) -> Value {
     let mut own: BTreeSet<String> = BTreeSet::new();
     let mut roles: BTreeMap<String, (String, BTreeSet<String>)> = BTreeMap::new();
     for place in places {
@@ -90,6 +169,19 @@ pub fn policies(places: &[Place], node_account: Option<&str>, cleanup: bool) -> 
             }
         }
     }
+    let mut role_authorities: BTreeMap<String, Vec<&Authority>> = BTreeMap::new();
+    let mut own_authorities = Vec::new();
+    for a in authorities {
+        match &a.role_arn {
+            None => own_authorities.push(a),
+            Some(role) => {
+                role_authorities.entry(role.clone()).or_default().push(a);
+                roles
+                    .entry(role.clone())
+                    .or_insert_with(|| (account_of_role(role), BTreeSet::new()));
+            }
+        }
+    }
     let mut node_statements = Vec::new();
     if !own.is_empty() {
         node_statements.extend(statements(
@@ -99,9 +191,10 @@ pub fn policies(places: &[Place], node_account: Option<&str>, cleanup: bool) -> 
             cleanup,
         ));
     }
+    node_statements.extend(authority_statements(&own_authorities));
     if !roles.is_empty() {
         node_statements.push(json!({
-            "Sid": "CertplaneAssumeDeployRoles",
+            "Sid": "CertplaneAssumeRoles",
             "Effect": "Allow",
             "Action": ["sts:AssumeRole"],
             "Resource": roles.keys().collect::<Vec<_>>(),
@@ -112,11 +205,19 @@ pub fn policies(places: &[Place], node_account: Option<&str>, cleanup: bool) -> 
         "policy": {"Version": "2012-10-17", "Statement": node_statements},
     })];
     for (role, (account, regions)) in &roles {
+        let mut role_statements = if regions.is_empty() {
+            Vec::new()
+        } else {
+            statements(partition_of(Some(role)), account, regions, cleanup)
+        };
+        role_statements.extend(authority_statements(
+            role_authorities.get(role).map(Vec::as_slice).unwrap_or(&[]),
+        ));
         out.push(json!({
             "attach_to": role,
             "policy": {
                 "Version": "2012-10-17",
-                "Statement": statements(partition_of(Some(role)), account, regions, cleanup),
+                "Statement": role_statements,
             },
         }));
     }
@@ -141,6 +242,69 @@ pub fn granted_actions(document: &Value) -> BTreeSet<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn private_ca_issuers_get_their_actions_on_their_cas_only() {
+        let own = "arn:aws:acm-pca:eu-west-1:123456789012:certificate-authority/own";
+        let other = "arn:aws:acm-pca:us-east-1:210987654321:certificate-authority/other";
+        let role = "arn:aws:iam::210987654321:role/issuer";
+        let doc = policies_with_authorities(
+            &[],
+            &[
+                Authority {
+                    ca_arn: own.into(),
+                    region: "eu-west-1".into(),
+                    role_arn: None,
+                    acm_native: false,
+                },
+                Authority {
+                    ca_arn: other.into(),
+                    region: "us-east-1".into(),
+                    role_arn: Some(role.into()),
+                    acm_native: true,
+                },
+            ],
+            Some("123456789012"),
+            false,
+        );
+        let policies = doc["policies"].as_array().unwrap();
+        assert_eq!(policies.len(), 2);
+        let node = policies[0]["policy"]["Statement"].as_array().unwrap();
+        assert_eq!(node[0]["Resource"], json!([own]));
+        assert_eq!(
+            node[0]["Action"].as_array().unwrap().len(),
+            PCA_OPERATIONS.len()
+        );
+        assert_eq!(node[1]["Action"], json!(["sts:AssumeRole"]));
+        assert_eq!(node[1]["Resource"], json!([role]));
+        assert!(
+            !policies[0].to_string().contains("acm:RequestCertificate"),
+            "csr mode needs no ACM action"
+        );
+        let assumed = policies[1]["policy"]["Statement"].as_array().unwrap();
+        assert_eq!(policies[1]["attach_to"], role);
+        assert_eq!(assumed[0]["Resource"], json!([other]));
+        assert_eq!(assumed[1]["Action"], json!(["acm:RequestCertificate"]));
+        assert_eq!(
+            assumed[1]["Resource"],
+            json!(["arn:aws:acm:us-east-1:210987654321:certificate/*"])
+        );
+        assert_eq!(
+            assumed[1]["Condition"]["ArnEquals"]["acm:CertificateAuthority"],
+            json!([other])
+        );
+        let granted = granted_actions(&doc);
+        for op in PCA_OPERATIONS {
+            assert!(granted.contains(&format!("acm-pca:{op}")));
+        }
+        for op in NATIVE_ACM_OPERATIONS {
+            assert!(granted.contains(&format!("acm:{op}")));
+        }
+        assert!(
+            !granted.contains("acm:ImportCertificate"),
+            "no destination, no import"
+        );
+    }
 
     #[test]
     fn scoped_to_regions_accounts_and_roles() {

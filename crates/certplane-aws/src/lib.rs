@@ -4,4 +4,5 @@
 
 pub mod acm;
 pub mod iam;
+pub mod pca;
 pub mod serial;

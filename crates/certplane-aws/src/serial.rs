@@ -52,6 +52,21 @@ pub fn from_acm(text: &str) -> Option<Vec<u8>> {
     from_decimal(text).or_else(|| from_hex(text))
 }
 
+/// A serial as AWS Private CA's RevokeCertificate takes it: colon-separated upper-case hex, two
+/// digits per byte of the magnitude (`0A:3F:…`). Input that is not hex is passed through unchanged
+/// for AWS to refuse.
+pub fn colon_hex(serial_hex: &str) -> String {
+    match from_hex(serial_hex) {
+        Some(bytes) if !bytes.is_empty() => bytes
+            .iter()
+            .map(|b| format!("{b:02X}"))
+            .collect::<Vec<_>>()
+            .join(":"),
+        Some(_) => "00".into(),
+        None => serial_hex.to_string(),
+    }
+}
+
 fn strip(mut bytes: Vec<u8>) -> Vec<u8> {
     let zeros = bytes.iter().take_while(|b| **b == 0).count();
     bytes.drain(..zeros);
@@ -69,6 +84,14 @@ pub fn same_serial(certplane_hex: &str, acm: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn revocation_serials_are_colon_hex_per_byte() {
+        assert_eq!(colon_hex("0123abcd"), "01:23:AB:CD");
+        assert_eq!(colon_hex("00ff"), "FF");
+        assert_eq!(colon_hex("abc"), "0A:BC");
+        assert_eq!(colon_hex("not hex"), "not hex");
+    }
 
     #[test]
     fn the_three_spellings_of_one_serial_are_equal() {

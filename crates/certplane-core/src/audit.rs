@@ -60,9 +60,15 @@ pub struct AuditDetails {
     pub certificate_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
-    /// The AWS resource the action concerned (an ACM certificate ARN).
+    /// The AWS resource the action concerned (an ACM or ACM PCA certificate ARN).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub arn: Option<String>,
+    /// The ACM Private CA that issued or revoked the certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_arn: Option<String>,
+    /// The AWS request id of the call, to join CloudTrail's record of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws_request_id: Option<String>,
 }
 
 impl AuditRecord {

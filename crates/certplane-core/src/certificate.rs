@@ -149,6 +149,34 @@ impl CertificateRecord {
 pub struct IssuanceLink {
     pub request_id: String,
     pub issuer: String,
+    /// Set when AWS Private CA issued the certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws: Option<AwsIssued>,
+}
+
+/// Where an AWS-issued certificate lives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AwsIssued {
+    pub ca_arn: String,
+    /// The ACM certificate ARN (`acm-native`) or the ACM PCA certificate ARN (`csr`).
+    pub certificate_arn: String,
+    pub mode: crate::issuer::PcaMode,
+    /// The revocation still has to reach the CA (an intent of the leader's PCA worker).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub revocation_pending: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revocation_request_id: Option<String>,
+    /// `acm-native`: ACM's status (DescribeCertificate) at the last check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acm_status: Option<String>,
+    /// `acm-native`: ACM's managed-renewal status at the last check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renewal_status: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checked_at: Option<Timestamp>,
+    /// `acm-native`: when the leader asks ACM next (its place in the AwsQueue).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_check_at: Option<Timestamp>,
 }
 
 /// RFC 5280 CRL reason codes (`removeFromCRL` is not a reason a new revocation can carry).

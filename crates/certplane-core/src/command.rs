@@ -119,6 +119,29 @@ pub enum Command {
         generation: u64,
         error: String,
     },
+    /// The issuance worker is about to call AWS for an approved request of an ACM PCA issuer: the
+    /// request moves to `issuing` with its idempotency token, so every later try repeats the call.
+    BeginAwsIssuance {
+        request_id: String,
+        generation: u64,
+    },
+    /// AWS answered the issuance call with the new certificate's ARN; the worker fetches it next.
+    RecordAwsIssuance {
+        request_id: String,
+        generation: u64,
+        certificate_arn: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        aws_request_id: Option<String>,
+    },
+    /// The issuance worker's check of an acm-native certificate: ACM's status, and the certificate
+    /// ACM serves at the ARN when it renewed it by itself.
+    RecordAcmCheck(Box<RecordAcmCheck>),
+    /// The PCA worker's outcome: the CA accepted the revocation of an AWS-issued certificate.
+    RecordAwsRevocation {
+        certificate_id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        aws_request_id: Option<String>,
+    },
     RevokeCertificate {
         id: String,
         reason: RevocationReason,
@@ -182,6 +205,13 @@ impl Command {
             Command::SubmitRequest(_) => "request.submit",
             Command::CompleteIssuance(_) => "request.issued",
             Command::FailIssuance { .. } => "request.failed",
+            Command::BeginAwsIssuance { .. } => "request.aws_call",
+            Command::RecordAwsIssuance { .. } => "request.aws_issued",
+            Command::RecordAwsRevocation { .. } => "certificate.aws_revoked",
+            Command::RecordAcmCheck(check) => match check.renewed {
+                Some(_) => "certificate.acm_renewed",
+                None => "certificate.acm_checked",
+            },
             Command::RevokeCertificate { .. } => "certificate.revoke",
             Command::ExportPrivateKey { .. } => "certificate.export_key",
             Command::CreateToken(_) => "token.create",
@@ -216,7 +246,13 @@ impl Command {
             Command::CreateIssuer(issuer) => format!("issuer/{}", issuer.name),
             Command::SubmitRequest(submit) => format!("request/{}", submit.id),
             Command::CompleteIssuance(done) => format!("request/{}", done.request_id),
-            Command::FailIssuance { request_id, .. } => format!("request/{request_id}"),
+            Command::FailIssuance { request_id, .. }
+            | Command::BeginAwsIssuance { request_id, .. }
+            | Command::RecordAwsIssuance { request_id, .. } => format!("request/{request_id}"),
+            Command::RecordAwsRevocation { certificate_id, .. } => {
+                format!("certificate/{certificate_id}")
+            }
+            Command::RecordAcmCheck(check) => format!("certificate/{}", check.certificate_id),
             Command::RevokeCertificate { id, .. } | Command::ExportPrivateKey { id } => {
                 format!("certificate/{id}")
             }
@@ -273,8 +309,36 @@ pub struct CompleteIssuance {
     pub details: CertificateDetails,
     /// Leaf first, then the issuer's chain.
     pub chain_pem: String,
-    /// The generated key, sealed; `None` when the requester sent a CSR.
+    /// The generated key, sealed; `None` when the requester sent a CSR or the key stays in ACM.
     pub private_key: Option<EncryptedKey>,
+    /// The AWS request id of the call that returned the certificate (AWS-issued only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws_request_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecordAcmCheck {
+    pub certificate_id: String,
+    /// The certificate's generation the worker read; a stale check is refused.
+    pub generation: u64,
+    /// DescribeCertificate's `Status` (`ISSUED`, `EXPIRED`, `REVOKED`, ...).
+    pub status: String,
+    /// `RenewalSummary.RenewalStatus`, when ACM reports one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renewal_status: Option<String>,
+    pub next_check_at: Timestamp,
+    /// ACM serves another certificate at the ARN: its renewal, to record as the successor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renewed: Option<AcmRenewed>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AcmRenewed {
+    pub certificate_id: String,
+    pub details: CertificateDetails,
+    pub chain_pem: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws_request_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -382,6 +446,12 @@ pub enum Applied {
     DeploymentRecorded {
         record: Box<CertificateRecord>,
         destination: usize,
+    },
+    /// An acm-native certificate was checked; `successor` is ACM's renewal when it made one.
+    AcmChecked {
+        record: Box<CertificateRecord>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        successor: Option<Box<CertificateRecord>>,
     },
     Noop,
     /// Membership changes and blank entries: nothing for the application.

@@ -11,6 +11,11 @@
 //!                    └───► failed             (the issuer refused or could not sign)
 //! ```
 //!
+//! The built-in CA goes from `approved` to `issued` in one outcome. An ACM PCA issuer passes through
+//! `issuing`: the worker records the AWS call (its idempotency token) before making it, then the
+//! certificate ARN AWS answered, then the certificate; a new leader resumes from whichever step
+//! was last recorded.
+//!
 //! `submitted` is the intake state and never rests in the store: the same command that records a
 //! request evaluates it. `approved` requests sit in the issuance queue (an intent, DESIGN.md section 3)
 //! until the outcome is applied.
@@ -153,6 +158,40 @@ pub struct RequestRecord {
     /// The approval workflow, when the zone required one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<ApprovalProgress>,
+    /// The AWS side of an issuance through an ACM PCA issuer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws: Option<AwsIssuance>,
+}
+
+/// An issuance performed by AWS: the call certplane made (or is making) and what it answered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AwsIssuance {
+    pub ca_arn: String,
+    /// `acm-native` or `csr`.
+    pub mode: crate::issuer::PcaMode,
+    /// The IdempotencyToken every try sends ([`aws_idempotency_token`]).
+    pub token: String,
+    /// When the first try was recorded. AWS remembers a token for about an hour; after that a try
+    /// whose answer was lost cannot be repeated safely.
+    pub started_at: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_arn: Option<String>,
+    /// The AWS request id of the call that created the certificate (joins CloudTrail's record).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws_request_id: Option<String>,
+}
+
+/// How long after the first try certplane still repeats an AWS issuance call with the same token.
+/// AWS documents that idempotency tokens expire after one hour; ten minutes are kept in reserve for
+/// clock skew and the call's own duration.
+pub const AWS_TOKEN_WINDOW_MS: i64 = 50 * 60 * 1000;
+
+/// The AWS IdempotencyToken of a request: 32 hex characters derived from its id (ACM allows at most
+/// 32 word characters, ACM PCA 36), the same on every node and every try.
+pub fn aws_idempotency_token(request_id: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("certplane-issuance\0{request_id}").as_bytes());
+    hex::encode(&digest[..16])
 }
 
 /// Where a request stands in its approval workflow. The stages are copied from the zone policy at

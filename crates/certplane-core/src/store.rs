@@ -68,10 +68,13 @@ pub enum Keyspace {
     DeploymentQueue,
     /// due_at (8 bytes BE, offset) ++ certificate id -> (): certificates the renewal worker renews
     RenewalQueue,
+    /// "revoke" ++ 0 ++ certificate id -> (): AWS Private CA revocations the leader still has to
+    /// make (intents)
+    AwsQueue,
 }
 
 impl Keyspace {
-    pub const ALL: [Keyspace; 28] = [
+    pub const ALL: [Keyspace; 29] = [
         Keyspace::Certificates,
         Keyspace::ByFingerprint,
         Keyspace::ByExpiry,
@@ -100,6 +103,7 @@ impl Keyspace {
         Keyspace::NoticeQueue,
         Keyspace::DeploymentQueue,
         Keyspace::RenewalQueue,
+        Keyspace::AwsQueue,
     ];
 
     pub fn name(self) -> &'static str {
@@ -132,6 +136,7 @@ impl Keyspace {
             Keyspace::NoticeQueue => "sm_notice_queue",
             Keyspace::DeploymentQueue => "sm_deployment_queue",
             Keyspace::RenewalQueue => "sm_renewal_queue",
+            Keyspace::AwsQueue => "sm_aws_queue",
         }
     }
 

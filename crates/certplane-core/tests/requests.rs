@@ -4,17 +4,22 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use certplane_core::apply::{
-    counts, get_certificate, get_issuer, get_request, state_digest, ISSUANCE_WORKER,
+    counts, get_certificate, get_issuer, get_request, state_digest, track_key, ISSUANCE_WORKER,
+    TRACK_PREFIX,
 };
 use certplane_core::audit::verify_chain;
 use certplane_core::certificate::{IssuanceLink, RevocationReason};
-use certplane_core::command::{CompleteIssuance, DecideApproval, PutZone, SubmitRequest};
-use certplane_core::issuer::{IssuedSerial, IssuerKind, IssuerRecord, RevocationRecord};
+use certplane_core::command::{
+    AcmRenewed, CompleteIssuance, DecideApproval, PutZone, RecordAcmCheck, SubmitRequest,
+};
+use certplane_core::issuer::{
+    AcmPcaSettings, IssuedSerial, IssuerKind, IssuerRecord, PcaMode, RevocationRecord,
+};
 use certplane_core::keys::{decode_record, index_key, index_prefix, meta};
 use certplane_core::names::{normalize_san, San};
 use certplane_core::policy::{KeyFacts, KeyType, Span, ZonePolicy};
 use certplane_core::request::{
-    Decision, KeySource, KeySpec, RequestRecord, RequestSpec, RequestState,
+    aws_idempotency_token, Decision, KeySource, KeySpec, RequestRecord, RequestSpec, RequestState,
 };
 use certplane_core::store::prefix_end;
 use certplane_core::zone::{get_zone, history_key, ZoneRecord};
@@ -71,7 +76,7 @@ fn issuer(name: &str) -> IssuerRecord {
         subject: format!("CN={name} CA"),
         ca_cert_pem: format!("-----BEGIN CERTIFICATE-----\n{name}\n-----END CERTIFICATE-----\n"),
         chain_pem: format!("-----BEGIN CERTIFICATE-----\n{name}\n-----END CERTIFICATE-----\n"),
-        key: sealed(name),
+        key: Some(sealed(name)),
         key_algorithm: "EC".into(),
         not_after: Timestamp(i64::MAX / 2),
         imported: false,
@@ -81,6 +86,7 @@ fn issuer(name: &str) -> IssuerRecord {
         revoked_count: 3,
         crl_number: 5,
         revision: 99,
+        acm_pca: None,
     }
 }
 
@@ -175,6 +181,7 @@ fn complete_with(
         ),
         details,
         private_key: Some(sealed(request_id)),
+        aws_request_id: None,
     }))
 }
 
@@ -1390,7 +1397,8 @@ fn a_completed_issuance_updates_inventory_serials_issuer_and_queue() {
         cert.issuance,
         Some(IssuanceLink {
             request_id: "req_1".into(),
-            issuer: "builtin".into()
+            issuer: "builtin".into(),
+            aws: None,
         })
     );
     assert_eq!(cert.details, done.details);
@@ -2763,4 +2771,410 @@ fn retiring_in_a_cleanup_zone_queues_the_acm_deletion_once() {
         record_deployment(&a.id, 0, 4, DeploymentOutcome::Deleted),
         RejectCode::StaleGeneration,
     );
+}
+
+// ---------------------------------------------------------------------------------------------------
+// ACM Private CA issuers (Pattern 2): begin, record the ARN, complete; revocation intents
+// ---------------------------------------------------------------------------------------------------
+
+/// The newest audit record.
+fn last_audit(store: &MemStore) -> certplane_core::audit::AuditRecord {
+    let all = store.scan(Keyspace::Audit, b"", b"", usize::MAX).unwrap();
+    let (_, bytes) = all.last().expect("an audit record");
+    decode_record("audit", bytes).unwrap()
+}
+
+const CA_ARN: &str = "arn:aws:acm-pca:eu-west-1:123456789012:certificate-authority/ca-1";
+
+fn pca_issuer(name: &str, mode: PcaMode) -> IssuerRecord {
+    IssuerRecord {
+        kind: IssuerKind::AcmPca,
+        key: None,
+        acm_pca: Some(AcmPcaSettings {
+            ca_arn: CA_ARN.into(),
+            region: "eu-west-1".into(),
+            role_arn: None,
+            template_arn: None,
+            signing_algorithm: "SHA256WITHRSA".into(),
+            mode,
+        }),
+        ..issuer(name)
+    }
+}
+
+fn csr_spec(zone: &str, name: &str, issuer: &str) -> RequestSpec {
+    RequestSpec {
+        key: KeySource::Csr {
+            csr_pem: "-----BEGIN CERTIFICATE REQUEST-----\nx\n-----END CERTIFICATE REQUEST-----\n"
+                .into(),
+        },
+        issuer: Some(issuer.into()),
+        ..spec(zone, &[name])
+    }
+}
+
+fn begin(request: &RequestRecord) -> Command {
+    Command::BeginAwsIssuance {
+        request_id: request.id.clone(),
+        generation: request.generation,
+    }
+}
+
+fn record_arn(request: &RequestRecord, arn: &str) -> Command {
+    Command::RecordAwsIssuance {
+        request_id: request.id.clone(),
+        generation: request.generation,
+        certificate_arn: arn.into(),
+        aws_request_id: Some("aws-req-1".into()),
+    }
+}
+
+#[test]
+fn an_acm_pca_issuance_goes_step_by_step_and_stays_queued_until_complete() {
+    let mut log = Log::initialized();
+    log.ok(Command::CreateIssuer(Box::new(pca_issuer(
+        "pca",
+        PcaMode::Csr,
+    ))));
+    let request = log.approved("req_1", csr_spec("/", "a.corp.example", "pca"));
+    assert_eq!(queue(&log.store), vec!["req_1".to_string()]);
+
+    // Only the issuance worker records AWS steps; a builtin issuance cannot begin one.
+    let out = log.propose(admin(), begin(&request));
+    assert_eq!(code(&out), Some(RejectCode::Forbidden));
+    let out = log.propose(worker(), begin(&request));
+    let issuing = updated(&out);
+    assert_eq!(issuing.state, RequestState::Issuing);
+    let aws = issuing.aws.clone().expect("the AWS call is recorded");
+    assert_eq!(aws.token, aws_idempotency_token("req_1"));
+    assert_eq!(aws.token.len(), 32);
+    assert_eq!(aws.ca_arn, CA_ARN);
+    assert_eq!(aws.certificate_arn, None);
+    assert_eq!(
+        queue(&log.store),
+        vec!["req_1".to_string()],
+        "still an intent"
+    );
+    // A second begin for the old generation is stale.
+    assert_eq!(
+        code(&log.propose(worker(), begin(&request))),
+        Some(RejectCode::StaleGeneration)
+    );
+    // Completing before the ARN is known is refused.
+    assert_eq!(
+        code(&log.propose(worker(), complete(&issuing, 1))),
+        Some(RejectCode::InvalidArgument)
+    );
+
+    let arn = format!("{CA_ARN}/certificate/c1");
+    let with_arn = updated(&log.propose(worker(), record_arn(&issuing, &arn)));
+    assert_eq!(with_arn.state, RequestState::Issuing);
+    let recorded_aws = with_arn.aws.clone().unwrap();
+    assert_eq!(recorded_aws.certificate_arn.as_deref(), Some(arn.as_str()));
+    assert_eq!(recorded_aws.aws_request_id.as_deref(), Some("aws-req-1"));
+    assert_eq!(recorded_aws.token, aws.token, "the token never changes");
+    // The audit record of the answer joins CloudTrail.
+    let audit = last_audit(&log.store);
+    assert_eq!(audit.action, "request.aws_issued");
+    assert_eq!(audit.details.ca_arn.as_deref(), Some(CA_ARN));
+    assert_eq!(audit.details.arn.as_deref(), Some(arn.as_str()));
+    assert_eq!(audit.details.aws_request_id.as_deref(), Some("aws-req-1"));
+
+    let mut done = complete(&with_arn, 7);
+    if let Command::CompleteIssuance(c) = &mut done {
+        c.private_key = None;
+        c.aws_request_id = Some("aws-req-2".into());
+    }
+    let issued = updated(&log.propose(worker(), done));
+    assert_eq!(issued.state, RequestState::Issued);
+    assert!(queue(&log.store).is_empty());
+    let cert = certificate(&log.store, &cert_id(7));
+    let link = cert.issuance.clone().unwrap();
+    let aws_link = link.aws.expect("the certificate knows its ARN");
+    assert_eq!(aws_link.certificate_arn, arn);
+    assert_eq!(aws_link.ca_arn, CA_ARN);
+    assert_eq!(aws_link.mode, PcaMode::Csr);
+    assert!(!aws_link.revocation_pending);
+    let serials = keys_of(&log.store, Keyspace::IssuedSerials, &index_prefix("pca"));
+    assert_eq!(serials.len(), 1);
+
+    // Revoking records the revocation and an intent for the CA; the worker's answer clears it.
+    log.ok(revoke(&cert.id, RevocationReason::KeyCompromise));
+    let revoked = certificate(&log.store, &cert.id);
+    assert_eq!(revoked.status, CertificateStatus::Revoked);
+    assert!(
+        revoked
+            .issuance
+            .as_ref()
+            .unwrap()
+            .aws
+            .as_ref()
+            .unwrap()
+            .revocation_pending
+    );
+    assert_eq!(keys_of(&log.store, Keyspace::AwsQueue, b"").len(), 1);
+    let answer = Command::RecordAwsRevocation {
+        certificate_id: cert.id.clone(),
+        aws_request_id: Some("aws-req-3".into()),
+    };
+    assert_eq!(
+        code(&log.propose(admin(), answer.clone())),
+        Some(RejectCode::Forbidden)
+    );
+    log.propose(worker(), answer.clone())
+        .result
+        .expect("recorded");
+    let done = certificate(&log.store, &cert.id);
+    let aws_done = done.issuance.unwrap().aws.unwrap();
+    assert!(!aws_done.revocation_pending);
+    assert_eq!(aws_done.revocation_request_id.as_deref(), Some("aws-req-3"));
+    assert!(keys_of(&log.store, Keyspace::AwsQueue, b"").is_empty());
+    assert_eq!(
+        code(&log.propose(worker(), answer)),
+        Some(RejectCode::StaleGeneration),
+        "a second answer finds nothing pending"
+    );
+}
+
+#[test]
+fn one_token_one_certificate_and_failures_end_an_aws_issuance() {
+    let mut log = Log::initialized();
+    log.ok(Command::CreateIssuer(Box::new(pca_issuer(
+        "pca",
+        PcaMode::Csr,
+    ))));
+    let request = log.approved("req_1", csr_spec("/", "a.corp.example", "pca"));
+    let issuing = updated(&log.propose(worker(), begin(&request)));
+    let with_arn = updated(&log.propose(worker(), record_arn(&issuing, "arn:one")));
+    // A deposed leader's late answer for the earlier generation is stale.
+    assert_eq!(
+        code(&log.propose(worker(), record_arn(&issuing, "arn:two"))),
+        Some(RejectCode::StaleGeneration)
+    );
+    // Even at the current generation AWS cannot name another certificate for the same token.
+    assert_eq!(
+        code(&log.propose(worker(), record_arn(&with_arn, "arn:two"))),
+        Some(RejectCode::Conflict)
+    );
+    let failed = updated(&log.propose(worker(), fail("req_1", with_arn.generation)));
+    assert_eq!(failed.state, RequestState::Failed);
+    assert!(queue(&log.store).is_empty());
+
+    // A certificate whose names differ from the approved ones is refused by apply as well.
+    let request = log.approved("req_2", csr_spec("/", "b.corp.example", "pca"));
+    let issuing = updated(&log.propose(worker(), begin(&request)));
+    let with_arn = updated(&log.propose(worker(), record_arn(&issuing, "arn:three")));
+    let mut details = issued_details(&with_arn, 9);
+    details.sans.push("extra.corp.example".into());
+    let out = log.propose(
+        worker(),
+        complete_with("req_2", with_arn.generation, cert_id(9), details),
+    );
+    assert_eq!(code(&out), Some(RejectCode::InvalidArgument));
+}
+
+#[test]
+fn acm_pca_issuers_refuse_requests_they_cannot_issue_before_any_aws_call() {
+    let mut log = Log::initialized();
+    log.ok(Command::CreateIssuer(Box::new(pca_issuer(
+        "pca-csr",
+        PcaMode::Csr,
+    ))));
+    log.ok(Command::CreateIssuer(Box::new(pca_issuer(
+        "pca-native",
+        PcaMode::AcmNative,
+    ))));
+    let messages = |out: &Outcome| -> Vec<String> {
+        rejection(out)
+            .violations
+            .iter()
+            .filter(|v| v.rule == "issuer")
+            .map(|v| v.message.clone())
+            .collect()
+    };
+    // csr mode with a key spec: certplane would have to hold the key.
+    let generated = RequestSpec {
+        issuer: Some("pca-csr".into()),
+        ..spec("/", &["a.corp.example"])
+    };
+    let out = log.propose(admin(), submit("req_1", generated));
+    assert_eq!(messages(&out).len(), 1, "{out:?}");
+    // acm-native with a CSR, an IP SAN, a validity shorter than ACM's 395 days.
+    let out = log.propose(
+        admin(),
+        submit("req_2", csr_spec("/", "b.corp.example", "pca-native")),
+    );
+    let m = messages(&out);
+    assert!(m.iter().any(|m| m.contains("not a CSR")), "{m:?}");
+    assert!(m.iter().any(|m| m.contains("395")), "{m:?}");
+    let with_ip = RequestSpec {
+        issuer: Some("pca-native".into()),
+        sans: vec![san("c.corp.example"), san("10.0.0.1")],
+        validity: Span::days(396),
+        ..spec("/", &["c.corp.example"])
+    };
+    let out = log.propose(admin(), submit("req_3", with_ip));
+    assert!(messages(&out).iter().any(|m| m.contains("IP")), "{out:?}");
+    let ed25519 = RequestSpec {
+        issuer: Some("pca-native".into()),
+        key: KeySource::Generate {
+            spec: KeySpec::Ed25519,
+        },
+        key_facts: KeyFacts {
+            algorithm: KeyType::Ed25519,
+            bits: 256,
+        },
+        validity: Span::days(396),
+        ..spec("/", &["d.corp.example"])
+    };
+    let out = log.propose(admin(), submit("req_4", ed25519));
+    assert!(
+        messages(&out).iter().any(|m| m.contains("RSA 2048")),
+        "{out:?}"
+    );
+    // What ACM can do passes.
+    let fine = RequestSpec {
+        issuer: Some("pca-native".into()),
+        key: KeySource::Generate {
+            spec: KeySpec::Rsa { bits: 2048 },
+        },
+        key_facts: KeyFacts {
+            algorithm: KeyType::Rsa,
+            bits: 2048,
+        },
+        validity: Span::days(396),
+        ..spec("/", &["e.corp.example"])
+    };
+    log.approved("req_5", fine);
+    // An issuer record that mixes a key with PCA settings, or has neither, is refused.
+    let mixed = IssuerRecord {
+        key: Some(sealed("x")),
+        ..pca_issuer("mixed", PcaMode::Csr)
+    };
+    let out = log.propose(admin(), Command::CreateIssuer(Box::new(mixed)));
+    assert_eq!(code(&out), Some(RejectCode::InvalidArgument));
+    let keyless = IssuerRecord {
+        key: None,
+        ..issuer("keyless")
+    };
+    let out = log.propose(admin(), Command::CreateIssuer(Box::new(keyless)));
+    assert_eq!(code(&out), Some(RejectCode::InvalidArgument));
+}
+
+#[test]
+fn acm_native_certificates_are_followed_and_acms_own_renewal_becomes_the_successor() {
+    let mut log = Log::initialized();
+    log.ok(Command::CreateIssuer(Box::new(pca_issuer(
+        "native",
+        PcaMode::AcmNative,
+    ))));
+    let native = RequestSpec {
+        issuer: Some("native".into()),
+        key: KeySource::Generate {
+            spec: KeySpec::Rsa { bits: 2048 },
+        },
+        key_facts: KeyFacts {
+            algorithm: KeyType::Rsa,
+            bits: 2048,
+        },
+        validity: Span::days(396),
+        ..spec("/", &["api.corp.example"])
+    };
+    let request = log.approved("req_1", native);
+    let issuing = updated(&log.propose(worker(), begin(&request)));
+    let arn = "arn:aws:acm:eu-west-1:123456789012:certificate/n1";
+    let with_arn = updated(&log.propose(worker(), record_arn(&issuing, arn)));
+    let mut done = complete(&with_arn, 21);
+    if let Command::CompleteIssuance(c) = &mut done {
+        c.private_key = None;
+    }
+    updated(&log.propose(worker(), done));
+    let cert = certificate(&log.store, &cert_id(21));
+    assert!(cert.renewal.is_none(), "ACM renews it, not certplane");
+    assert_eq!(
+        keys_of(&log.store, Keyspace::AwsQueue, TRACK_PREFIX).len(),
+        1
+    );
+
+    let check = |generation: u64, renewed: Option<AcmRenewed>, next: i64| {
+        Command::RecordAcmCheck(Box::new(RecordAcmCheck {
+            certificate_id: cert_id(21),
+            generation,
+            status: "ISSUED".into(),
+            renewal_status: Some("SUCCESS".into()),
+            next_check_at: Timestamp(next),
+            renewed,
+        }))
+    };
+    assert_eq!(
+        code(&log.propose(admin(), check(cert.generation, None, 5_000))),
+        Some(RejectCode::Forbidden)
+    );
+    log.propose(worker(), check(cert.generation, None, 5_000))
+        .result
+        .expect("checked");
+    let checked = certificate(&log.store, &cert_id(21));
+    let aws = checked.issuance.clone().unwrap().aws.unwrap();
+    assert_eq!(aws.acm_status.as_deref(), Some("ISSUED"));
+    assert_eq!(aws.next_check_at, Some(Timestamp(5_000)));
+    assert_eq!(
+        keys_of(&log.store, Keyspace::AwsQueue, TRACK_PREFIX),
+        vec![track_key(Timestamp(5_000), &cert_id(21))],
+        "one place in the queue, at the next check"
+    );
+    assert_eq!(
+        code(&log.propose(worker(), check(cert.generation, None, 6_000))),
+        Some(RejectCode::StaleGeneration)
+    );
+
+    // ACM renewed it: another serial at the same ARN.
+    let mut details = checked.details.clone();
+    details.serial = "beef".into();
+    details.fingerprint_sha256 = format!("{:064x}", 22);
+    let renewed = AcmRenewed {
+        certificate_id: cert_id(22),
+        details: details.clone(),
+        chain_pem: "-----BEGIN CERTIFICATE-----\nbeef\n-----END CERTIFICATE-----\n".into(),
+        aws_request_id: Some("aws-req-9".into()),
+    };
+    let mut other_names = renewed.clone();
+    other_names.details.sans = vec!["evil.corp.example".into()];
+    assert_eq!(
+        code(&log.propose(
+            worker(),
+            check(checked.generation, Some(other_names), 7_000)
+        )),
+        Some(RejectCode::InvalidArgument)
+    );
+    log.propose(worker(), check(checked.generation, Some(renewed), 7_000))
+        .result
+        .expect("renewal recorded");
+    let old = certificate(&log.store, &cert_id(21));
+    let next = certificate(&log.store, &cert_id(22));
+    assert_eq!(old.superseded_by.as_deref(), Some(cert_id(22).as_str()));
+    assert_eq!(next.supersedes.as_deref(), Some(cert_id(21).as_str()));
+    assert_eq!(next.details, details);
+    assert_eq!(
+        next.issuance
+            .as_ref()
+            .unwrap()
+            .aws
+            .as_ref()
+            .unwrap()
+            .certificate_arn,
+        arn
+    );
+    assert_eq!(
+        keys_of(&log.store, Keyspace::AwsQueue, TRACK_PREFIX),
+        vec![track_key(Timestamp(7_000), &cert_id(22))],
+        "the successor is followed now, not the old one"
+    );
+    assert_eq!(
+        keys_of(&log.store, Keyspace::IssuedSerials, &index_prefix("native")).len(),
+        2
+    );
+    let audit = last_audit(&log.store);
+    assert_eq!(audit.action, "certificate.acm_renewed");
+    assert_eq!(audit.details.aws_request_id.as_deref(), Some("aws-req-9"));
+    assert_eq!(audit.details.arn.as_deref(), Some(arn));
 }

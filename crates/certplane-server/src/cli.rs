@@ -321,6 +321,14 @@ pub enum AuditCommand {
         #[arg(long)]
         cursor: Option<String>,
     },
+    /// Every audit record of one object (`request/<id>`, `certificate/<id>`, ...), newest first, with
+    /// its accountable details: approvers, policy versions, serial, and for AWS calls the AWS
+    /// request id, CA ARN and certificate ARN (to join CloudTrail).
+    Show {
+        object: String,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
     /// Verify the hash chain on the node at --addr, or offline in an export with --file.
     Verify {
         /// An export (`certplane audit export`): checked offline, no node needed.

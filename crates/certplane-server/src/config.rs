@@ -113,6 +113,10 @@ pub struct ServerOptions {
     /// Renewals the leader submits per second at most (due renewals beyond it wait their turn).
     #[arg(long, env = "CERTPLANE_RENEWAL_RATE")]
     pub renewal_rate: Option<f64>,
+    /// How often the leader asks ACM about each acm-native certificate (status, and a renewal ACM
+    /// made by itself), in milliseconds.
+    #[arg(long, env = "CERTPLANE_ACM_CHECK_INTERVAL_MS")]
+    pub acm_check_interval_ms: Option<u64>,
     /// How often each node verifies the audit records appended to its chain since the last pass,
     /// in milliseconds (default 60000).
     #[arg(long, env = "CERTPLANE_AUDIT_VERIFY_INTERVAL_MS")]
@@ -155,6 +159,7 @@ pub struct DeploySettings {
     pub concurrency: usize,
     pub retry_base_ms: u64,
     pub renewal_rate: f64,
+    pub acm_check_interval_ms: u64,
 }
 
 impl Default for DeploySettings {
@@ -165,6 +170,7 @@ impl Default for DeploySettings {
             concurrency: 4,
             retry_base_ms: 30_000,
             renewal_rate: 200.0,
+            acm_check_interval_ms: 6 * 3_600_000,
         }
     }
 }
@@ -265,6 +271,7 @@ impl ServerOptions {
             deploy_concurrency,
             deploy_retry_base_ms,
             renewal_rate,
+            acm_check_interval_ms,
             audit_verify_interval_ms,
             log
         )
@@ -365,6 +372,10 @@ impl ServerOptions {
                         .unwrap_or(d.retry_base_ms)
                         .clamp(1, 3_600_000),
                     renewal_rate: opts.renewal_rate.unwrap_or(d.renewal_rate),
+                    acm_check_interval_ms: opts
+                        .acm_check_interval_ms
+                        .unwrap_or(d.acm_check_interval_ms)
+                        .clamp(100, 7 * 86_400_000),
                 }
             },
             audit_verify_interval_ms: opts

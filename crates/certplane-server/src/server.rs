@@ -136,6 +136,7 @@ pub async fn start_node_with(
         metrics: metrics_handle(),
         signers: signers.clone(),
         crls: Arc::new(api::issuers::CrlCache::default()),
+        aws_endpoint_url: config.deploy.aws_endpoint_url.clone(),
     };
     let app = api::router(state);
     let api_tls = match &config.api_tls {
@@ -164,7 +165,13 @@ pub async fn start_node_with(
     });
 
     let mut background = Vec::new();
-    let worker = crate::workers::issuance::IssuanceWorker::new(node.clone(), kek.clone(), signers);
+    let worker = crate::workers::issuance::IssuanceWorker::new(
+        node.clone(),
+        kek.clone(),
+        signers,
+        config.deploy.aws_endpoint_url.clone(),
+        config.deploy.acm_check_interval_ms,
+    );
     background.push(tokio::spawn(worker.run(stop_rx.clone())));
     let deliveries =
         crate::workers::webhooks::DeliveryWorker::new(node.clone(), kek.clone(), config.webhooks);

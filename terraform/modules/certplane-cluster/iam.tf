@@ -17,7 +17,8 @@ locals {
       "acm:ListTagsForCertificate",
     ],
     var.acm_cleanup_enabled ? ["acm:DeleteCertificate"] : [],
-    length(var.acm_pca_arns) > 0 ? ["acm:RequestCertificate"] : [],
+    # acm-native issuers: ACM requests the certificate from the CA, certplane reads it back.
+    length(var.acm_pca_arns) > 0 ? ["acm:RequestCertificate", "acm:GetCertificate"] : [],
   )
   # ListCertificates has no resource type: it is granted on "*" and held to the governed regions
   # with aws:RequestedRegion.

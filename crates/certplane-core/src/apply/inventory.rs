@@ -213,6 +213,16 @@ pub(super) fn revoke_certificate(
         reason,
         by: proposal.actor.id.clone(),
     });
+    // AWS Private CA keeps its own revocation list: the leader's PCA worker carries the revocation
+    // there (an intent), and records when the CA accepted it.
+    if let Some(aws) = record.issuance.as_mut().and_then(|l| l.aws.as_mut()) {
+        aws.revocation_pending = true;
+        store.put(
+            Keyspace::AwsQueue,
+            &super::aws::revocation_key(&record.id),
+            b"",
+        );
+    }
     record.updated_at = proposal.proposed_at;
     record.generation += 1;
     record.revision = entry.index;

@@ -47,6 +47,16 @@ pub(super) fn create_issuer(
     if let Some(rejection) = forbidden_unless(&proposal.actor, Permission::IssuerManage, "/") {
         return Ok(Err(rejection));
     }
+    let consistent = match issuer.kind {
+        crate::issuer::IssuerKind::Builtin => issuer.key.is_some() && issuer.acm_pca.is_none(),
+        crate::issuer::IssuerKind::AcmPca => issuer.key.is_none() && issuer.acm_pca.is_some(),
+    };
+    if !consistent {
+        return Ok(Err(Rejection::new(
+            RejectCode::InvalidArgument,
+            "a built-in issuer has a sealed key and no ACM PCA settings; an ACM PCA issuer the reverse",
+        )));
+    }
     if get_issuer(store, &issuer.name)?.is_some() {
         return Ok(Err(Rejection::new(
             RejectCode::Conflict,

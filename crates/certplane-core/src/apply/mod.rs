@@ -17,6 +17,7 @@ use crate::principal::{Permission, Principal, TokenRecord};
 use crate::store::{Keyspace, StateRead, StateStore};
 
 mod approvals;
+mod aws;
 mod deployments;
 mod inventory;
 mod issuers;
@@ -26,12 +27,13 @@ mod webhooks;
 mod zones;
 
 pub use approvals::{eligible_for_current_stage, APPROVAL_WORKER};
+pub use aws::{revocation_key, track_key, TRACK_PREFIX};
 pub use deployments::{deploy_places, destinations_for, Place, DEPLOY_WORKER, RENEWAL_WORKER};
 pub use inventory::NOTICE_WORKER;
 pub use issuers::get_issuer;
 pub use requests::{
-    deadline_value, evaluate_request, get_request, issuance_queue_key, request_index_key,
-    APPROVAL_DEADLINE_INDEX, ISSUANCE_WORKER,
+    acm_key_algorithm, deadline_value, evaluate_request, get_request, issuance_queue_key,
+    request_index_key, APPROVAL_DEADLINE_INDEX, ISSUANCE_WORKER,
 };
 pub use tokens::{get_token, list_tokens};
 pub use webhooks::{get_delivery, get_webhook, list_webhooks, DELIVERY_WORKER};
@@ -123,6 +125,35 @@ pub fn apply(
             generation,
             error,
         } => requests::fail_issuance(store, entry, proposal, request_id, *generation, error)?,
+        Command::BeginAwsIssuance {
+            request_id,
+            generation,
+        } => aws::begin_issuance(store, entry, proposal, request_id, *generation)?,
+        Command::RecordAwsIssuance {
+            request_id,
+            generation,
+            certificate_arn,
+            aws_request_id,
+        } => aws::record_issuance(
+            store,
+            entry,
+            proposal,
+            request_id,
+            *generation,
+            certificate_arn,
+            aws_request_id.as_deref(),
+        )?,
+        Command::RecordAwsRevocation {
+            certificate_id,
+            aws_request_id,
+        } => aws::record_revocation(
+            store,
+            entry,
+            proposal,
+            certificate_id,
+            aws_request_id.as_deref(),
+        )?,
+        Command::RecordAcmCheck(check) => aws::record_acm_check(store, entry, proposal, check)?,
         Command::CreateToken(token) => tokens::create_token(store, proposal, token)?,
         Command::RevokeToken { id } => tokens::revoke_token(store, proposal, id)?,
         Command::DecideApproval(d) => approvals::decide(store, entry, proposal, d)?,
@@ -211,10 +242,31 @@ fn audit_details(proposal: &Proposal, result: &Result<Applied, Rejection>) -> Au
         if let Some(progress) = &r.approval {
             d.approvers = progress.approvers();
         }
+        if let Some(aws) = &r.aws {
+            d.ca_arn = Some(aws.ca_arn.clone());
+            d.arn = aws.certificate_arn.clone();
+            d.aws_request_id = aws.aws_request_id.clone();
+        }
     }
     match (&proposal.command, result) {
         (Command::CompleteIssuance(done), Ok(_)) => {
             d.serial = Some(done.details.serial.clone());
+            if done.aws_request_id.is_some() {
+                d.aws_request_id = done.aws_request_id.clone();
+            }
+        }
+        (
+            Command::RecordAwsRevocation { aws_request_id, .. },
+            Ok(Applied::CertificateRevoked { record }),
+        ) => {
+            d.certificate_id = Some(record.id.clone());
+            d.serial = Some(record.details.serial.clone());
+            d.issuer = record.issuance.as_ref().map(|i| i.issuer.clone());
+            if let Some(aws) = record.issuance.as_ref().and_then(|i| i.aws.as_ref()) {
+                d.ca_arn = Some(aws.ca_arn.clone());
+                d.arn = Some(aws.certificate_arn.clone());
+            }
+            d.aws_request_id = aws_request_id.clone();
         }
         (Command::DecideApproval(decision), _) => {
             d.request_id = Some(decision.request_id.clone());
@@ -227,6 +279,10 @@ fn audit_details(proposal: &Proposal, result: &Result<Applied, Rejection>) -> Au
             d.certificate_id = Some(record.id.clone());
             d.serial = Some(record.details.serial.clone());
             d.issuer = record.issuance.as_ref().map(|i| i.issuer.clone());
+            if let Some(aws) = record.issuance.as_ref().and_then(|i| i.aws.as_ref()) {
+                d.ca_arn = Some(aws.ca_arn.clone());
+                d.arn = Some(aws.certificate_arn.clone());
+            }
         }
         (_, Ok(Applied::ExpiryNoticed { record, .. })) => {
             d.certificate_id = Some(record.id.clone());
@@ -240,6 +296,22 @@ fn audit_details(proposal: &Proposal, result: &Result<Applied, Rejection>) -> Au
                 .deployments
                 .get(rec.destination)
                 .and_then(|x| x.arn.clone());
+        }
+        (_, Ok(Applied::AcmChecked { record, successor })) => {
+            let shown = successor.as_deref().unwrap_or(record);
+            d.certificate_id = Some(shown.id.clone());
+            d.serial = Some(shown.details.serial.clone());
+            d.issuer = shown.issuance.as_ref().map(|i| i.issuer.clone());
+            if let Some(aws) = shown.issuance.as_ref().and_then(|i| i.aws.as_ref()) {
+                d.ca_arn = Some(aws.ca_arn.clone());
+                d.arn = Some(aws.certificate_arn.clone());
+            }
+            if let Command::RecordAcmCheck(check) = &proposal.command {
+                d.aws_request_id = check
+                    .renewed
+                    .as_ref()
+                    .and_then(|r| r.aws_request_id.clone());
+            }
         }
         (_, Ok(Applied::KeyExportAllowed { id })) => {
             d.certificate_id = Some(id.clone());

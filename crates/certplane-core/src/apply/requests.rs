@@ -7,16 +7,17 @@
 use super::inventory::{unindex, write_certificate};
 use super::issuers::{get_issuer, put_issuer};
 use super::{counts, forbidden_unless, get_certificate, put_counts, EntryContext};
-use crate::certificate::{CertificateRecord, CertificateStatus, IssuanceLink};
+use crate::certificate::{AwsIssued, CertificateRecord, CertificateStatus, IssuanceLink};
 use crate::command::{Applied, CompleteIssuance, Proposal, Rejection, SubmitRequest};
 use crate::error::{CoreError, RejectCode};
 use crate::issuer::IssuedSerial;
+use crate::issuer::PcaMode;
 use crate::keys::{self, decode_record, encode_record};
 use crate::names::San;
 use crate::policy::{self, RequestFacts, Violation};
 use crate::policy::{ApprovalStage, Span};
 use crate::principal::Permission;
-use crate::request::{ApprovalProgress, RequestRecord, RequestState};
+use crate::request::{ApprovalProgress, KeySource, KeySpec, RequestRecord, RequestState};
 use crate::store::{Keyspace, StateRead, StateStore};
 use crate::time::Timestamp;
 use crate::zone;
@@ -73,6 +74,7 @@ pub fn issuance_queue_key(queued_at: u64, id: &str) -> Vec<u8> {
 }
 
 fn write_request(store: &mut impl StateStore, record: &RequestRecord) {
+    // An AWS issuance stays queued while `issuing`: a new leader resumes it from the last step.
     store.put(
         Keyspace::Requests,
         record.id.as_bytes(),
@@ -82,7 +84,7 @@ fn write_request(store: &mut impl StateStore, record: &RequestRecord) {
         store.put(Keyspace::RequestIndex, &key, b"");
     }
     let queue_key = issuance_queue_key(record.queued_at, &record.id);
-    if record.state == RequestState::Approved {
+    if matches!(record.state, RequestState::Approved | RequestState::Issuing) {
         store.put(Keyspace::IssuanceQueue, &queue_key, record.id.as_bytes());
     } else {
         store.delete(Keyspace::IssuanceQueue, &queue_key);
@@ -90,7 +92,7 @@ fn write_request(store: &mut impl StateStore, record: &RequestRecord) {
 }
 
 /// Replace `old` by `new` (same id): drop the old index entries, write the new record.
-pub(super) fn write_request_record(
+pub(crate) fn write_request_record(
     store: &mut impl StateStore,
     old: &RequestRecord,
     new: &RequestRecord,
@@ -140,13 +142,25 @@ pub fn evaluate_request(
         tags: spec.tags.clone(),
     };
     let mut violations = policy::evaluate(&effective, &facts);
-    if get_issuer(store, &issuer)?.is_none() {
-        violations.push(Violation {
+    match get_issuer(store, &issuer)? {
+        None => violations.push(Violation {
             rule: "issuer".into(),
             zone: "(system)".into(),
             value: issuer.clone(),
             message: format!("no issuer named {issuer} is configured"),
-        });
+        }),
+        Some(record) => {
+            if let Some(pca) = &record.acm_pca {
+                for message in pca_mismatches(pca.mode, spec) {
+                    violations.push(Violation {
+                        rule: "issuer".into(),
+                        zone: "(system)".into(),
+                        value: issuer.clone(),
+                        message,
+                    });
+                }
+            }
+        }
     }
     let approval = ApprovalPolicy {
         required: effective.approval_required.value || !effective.approval_stages.value.is_empty(),
@@ -159,6 +173,67 @@ pub fn evaluate_request(
         renewal_skips: effective.renewal_skips_approval.value,
     };
     Ok((issuer, violations, versions, approval))
+}
+
+/// Why a request's key cannot go to an ACM PCA issuer in `mode`, if it cannot: `csr` mode signs the
+/// requester's CSR; `acm-native` has ACM generate the key, of a type ACM offers.
+fn pca_key_mismatch(mode: PcaMode, key: &KeySource) -> Option<String> {
+    match (mode, key) {
+        (PcaMode::Csr, KeySource::Csr { .. }) => None,
+        (PcaMode::Csr, KeySource::Generate { .. }) => Some(
+            "this ACM PCA issuer signs CSRs (csr mode): send a CSR; the key stays with the requester"
+                .into(),
+        ),
+        (PcaMode::AcmNative, KeySource::Csr { .. }) => Some(
+            "this ACM PCA issuer is acm-native: ACM generates and keeps the key, so send a key spec, not a CSR"
+                .into(),
+        ),
+        (PcaMode::AcmNative, KeySource::Generate { spec }) => match acm_key_algorithm(*spec) {
+            Some(_) => None,
+            None => Some(
+                "ACM generates RSA 2048, ECDSA P-256 or ECDSA P-384 keys only".into(),
+            ),
+        },
+    }
+}
+
+/// The validity ACM gives every private certificate it requests from a CA (13 months).
+pub const ACM_NATIVE_VALIDITY_SECS: i64 = 395 * 86_400;
+
+/// Everything about `spec` an ACM PCA issuer in `mode` cannot do as asked.
+fn pca_mismatches(mode: PcaMode, spec: &crate::request::RequestSpec) -> Vec<String> {
+    let mut out: Vec<String> = pca_key_mismatch(mode, &spec.key).into_iter().collect();
+    if mode == PcaMode::AcmNative {
+        if spec.sans.iter().any(|s| matches!(s, San::Ip(_))) {
+            out.push("ACM certificates carry DNS names only, not IP addresses".into());
+        }
+        match &spec.common_name {
+            Some(cn) if !spec.sans.iter().any(|s| s.to_string() == *cn) => out.push(format!(
+                "ACM puts the domain name among the SANs: add {cn} to the SANs"
+            )),
+            None => out.push(
+                "ACM names a certificate by its domain name: set the common name (and list it among the SANs)"
+                    .into(),
+            ),
+            _ => {}
+        }
+        if spec.validity.0 < ACM_NATIVE_VALIDITY_SECS {
+            out.push(format!(
+                "ACM issues private certificates for {ACM_NATIVE_VALIDITY_SECS} s (395 days) and no shorter: ask for at least that"
+            ));
+        }
+    }
+    out
+}
+
+/// ACM's name for a key type it can generate (RequestCertificate `KeyAlgorithm`).
+pub fn acm_key_algorithm(spec: KeySpec) -> Option<&'static str> {
+    match spec {
+        KeySpec::Rsa { bits: 2048 } => Some("RSA_2048"),
+        KeySpec::EcdsaP256 => Some("EC_prime256v1"),
+        KeySpec::EcdsaP384 => Some("EC_secp384r1"),
+        _ => None,
+    }
 }
 
 pub(super) fn submit_request(
@@ -270,6 +345,7 @@ pub(super) fn submit_request(
             0
         },
         approval,
+        aws: None,
     };
     write_request(store, &record);
     super::deployments::renewal_submitted(store, entry, proposal, &record)?;
@@ -341,7 +417,9 @@ fn outcome_target(
             format!("no request with id {request_id}"),
         )));
     };
-    if request.state != RequestState::Approved || request.generation != generation {
+    let open = request.state == RequestState::Approved
+        || (request.state == RequestState::Issuing && request.aws.is_some());
+    if !open || request.generation != generation {
         return Ok(Err(Rejection::new(
             RejectCode::StaleGeneration,
             format!(
@@ -441,6 +519,31 @@ pub(super) fn complete_issuance(
         issuance: Some(IssuanceLink {
             request_id: request.id.clone(),
             issuer: issuer.name.clone(),
+            aws: match &request.aws {
+                Some(aws) => match &aws.certificate_arn {
+                    Some(arn) => Some(AwsIssued {
+                        ca_arn: aws.ca_arn.clone(),
+                        certificate_arn: arn.clone(),
+                        mode: aws.mode,
+                        revocation_pending: false,
+                        revocation_request_id: None,
+                        acm_status: None,
+                        renewal_status: None,
+                        checked_at: None,
+                        next_check_at: None,
+                    }),
+                    None => {
+                        return Ok(Err(Rejection::new(
+                            RejectCode::InvalidArgument,
+                            format!(
+                                "request {} has no certificate ARN recorded from AWS yet",
+                                request.id
+                            ),
+                        )))
+                    }
+                },
+                None => None,
+            },
         }),
         supersedes: request.spec.renewal_of.clone(),
         superseded_by: None,
@@ -457,14 +560,25 @@ pub(super) fn complete_issuance(
             done.private_key.is_some(),
             proposal.proposed_at,
         )?,
-        renewal: super::deployments::new_renewal(
-            store,
-            &request.spec.zone,
-            &done.certificate_id,
-            done.details.not_before,
-            done.details.not_after,
-        )?,
+        // ACM renews an acm-native certificate itself; certplane does not schedule a renewal.
+        renewal: if request
+            .aws
+            .as_ref()
+            .is_some_and(|a| a.mode == crate::issuer::PcaMode::AcmNative)
+        {
+            None
+        } else {
+            super::deployments::new_renewal(
+                store,
+                &request.spec.zone,
+                &done.certificate_id,
+                done.details.not_before,
+                done.details.not_after,
+            )?
+        },
     };
+    let mut record = record;
+    super::aws::track(store, &mut record, proposal.proposed_at);
     store.put(Keyspace::ByFingerprint, fingerprint, record.id.as_bytes());
     write_certificate(store, &record);
     super::deployments::note_places(store, &record.deployments)?;

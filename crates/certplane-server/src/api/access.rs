@@ -139,6 +139,7 @@ pub const ROUTES: &[RouteAccess] = &[
     route("POST", "/v1/zones/{*path}", Needs(P::ZoneRead)),
     route("GET", "/v1/issuers", Needs(P::InventoryRead)),
     route("POST", "/v1/issuers", Needs(P::IssuerManage)),
+    route("POST", "/v1/aws/pca-issuers", Needs(P::IssuerManage)),
     route("GET", "/v1/issuers/{name}", Needs(P::InventoryRead)),
     route("GET", "/v1/issuers/{name}/issued", Needs(P::InventoryRead)),
     route("GET", "/v1/webhooks", Needs(P::WebhookManage)),

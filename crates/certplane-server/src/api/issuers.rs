@@ -46,15 +46,39 @@ pub struct IssuerView {
     pub created_by: String,
     pub issued_count: u64,
     pub revoked_count: u64,
+    /// Set for an `acm-pca` issuer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub acm_pca: Option<AcmPcaView>,
+}
+
+/// Where an ACM PCA issuer's CA is and how certplane asks it to sign.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AcmPcaView {
+    pub ca_arn: String,
+    pub region: String,
+    pub role_arn: Option<String>,
+    pub template_arn: String,
+    pub signing_algorithm: String,
+    /// `csr` or `acm-native`.
+    pub mode: String,
 }
 
 impl From<IssuerRecord> for IssuerView {
     fn from(r: IssuerRecord) -> Self {
         IssuerView {
             name: r.name,
-            kind: match r.kind {
-                IssuerKind::Builtin => "builtin".into(),
-            },
+            kind: r.kind.as_str().into(),
+            acm_pca: r.acm_pca.map(|p| AcmPcaView {
+                template_arn: p
+                    .template_arn
+                    .clone()
+                    .unwrap_or_else(|| certplane_aws::pca::default_template_arn(&p.ca_arn)),
+                ca_arn: p.ca_arn,
+                region: p.region,
+                role_arn: p.role_arn,
+                signing_algorithm: p.signing_algorithm,
+                mode: p.mode.as_str().into(),
+            }),
             subject: r.subject,
             ca_cert_pem: r.ca_cert_pem,
             chain_pem: r.chain_pem,
@@ -100,7 +124,7 @@ pub fn issuer_record(
         subject: ca.subject.clone(),
         ca_cert_pem: ca.cert_pem.clone(),
         chain_pem: chain,
-        key: from_sealed(sealed),
+        key: Some(from_sealed(sealed)),
         key_algorithm: ca.key.algorithm.to_string(),
         not_after: Timestamp(ca.not_after_ms),
         imported,
@@ -110,6 +134,7 @@ pub fn issuer_record(
         revoked_count: 0,
         crl_number: 0,
         revision: 0,
+        acm_pca: None,
     })
 }
 
@@ -210,6 +235,171 @@ pub async fn import(
     let outcome = state.node.write(proposal).await?;
     match outcome.result.map_err(ApiError::from)? {
         // The record as committed (this node may not have applied it yet).
+        Applied::IssuerCreated { .. } => Ok((StatusCode::CREATED, Json(view))),
+        other => Err(ApiError::unavailable(format!(
+            "unexpected outcome {other:?}"
+        ))),
+    }
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AcmPcaIssuerBody {
+    /// 1-64 of a-z, 0-9, '-', '_'.
+    pub name: String,
+    /// `arn:<partition>:acm-pca:<region>:<account>:certificate-authority/<id>`.
+    pub ca_arn: String,
+    /// Default: the region in the CA's ARN.
+    pub region: Option<String>,
+    /// A role to assume for the CA's account.
+    pub role_arn: Option<String>,
+    /// `csr` (ACM PCA IssueCertificate with the requester's CSR) or `acm-native` (ACM
+    /// RequestCertificate: the key stays in ACM, and ACM renews).
+    pub mode: String,
+    /// Default: the end-entity template that takes names from the request, never the CSR.
+    pub template_arn: Option<String>,
+    /// Default: the CA's own signing algorithm.
+    pub signing_algorithm: Option<String>,
+}
+
+fn pca_arn_region(arn: &str) -> Option<&str> {
+    let parts: Vec<&str> = arn.split(':').collect();
+    let ok = parts.len() == 6
+        && parts[0] == "arn"
+        && !parts[1].is_empty()
+        && parts[2] == "acm-pca"
+        && !parts[3].is_empty()
+        && parts[4].len() == 12
+        && parts[4].bytes().all(|b| b.is_ascii_digit())
+        && parts[5]
+            .strip_prefix("certificate-authority/")
+            .is_some_and(|id| !id.is_empty() && !id.contains('/'));
+    ok.then_some(parts[3])
+}
+
+const SIGNING_ALGORITHMS: [&str; 7] = [
+    "SHA256WITHECDSA",
+    "SHA384WITHECDSA",
+    "SHA512WITHECDSA",
+    "SHA256WITHRSA",
+    "SHA384WITHRSA",
+    "SHA512WITHRSA",
+    "SM3WITHSM2",
+];
+
+#[utoipa::path(post, path = "/v1/aws/pca-issuers", tag = "issuers", security(("bearer" = [])), request_body = AcmPcaIssuerBody, responses((status = 201, description = "Registered: the CA was found ACTIVE and its certificate read", body = IssuerView), (status = 409, description = "An issuer with that name exists", body = ErrorResponse), (status = 400, description = "A malformed ARN, mode or algorithm, or a CA that is not active", body = ErrorResponse), (status = 403, description = "Admins only", body = ErrorResponse), (status = 401, description = "Missing or invalid token", body = ErrorResponse), (status = 503, description = "No leader, or AWS could not be reached", body = ErrorResponse)))]
+pub async fn create_acm_pca(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    ApiJson(body, _): ApiJson<AcmPcaIssuerBody>,
+) -> ApiResult<(StatusCode, Json<IssuerView>)> {
+    use certplane_core::issuer::{AcmPcaSettings, PcaMode};
+    let invalid = |m: String| ApiError::bad_request("invalid_argument", m);
+    check_issuer_name(&body.name)
+        .map_err(|_| invalid("issuer names are 1-64 of a-z, 0-9, '-', '_'".into()))?;
+    let arn_region = pca_arn_region(&body.ca_arn).ok_or_else(|| {
+        invalid(format!(
+            "{:?} is not an ACM PCA certificate authority ARN",
+            body.ca_arn
+        ))
+    })?;
+    let region = body
+        .region
+        .clone()
+        .unwrap_or_else(|| arn_region.to_string());
+    if region != arn_region {
+        return Err(invalid(format!(
+            "the CA's ARN is in {arn_region}, not {region}"
+        )));
+    }
+    let mode = match body.mode.as_str() {
+        "csr" => PcaMode::Csr,
+        "acm-native" => PcaMode::AcmNative,
+        other => {
+            return Err(invalid(format!(
+                "mode must be csr or acm-native, not {other:?}"
+            )))
+        }
+    };
+    if let Some(role) = &body.role_arn {
+        if !role.starts_with("arn:") || !role.contains(":iam::") || !role.contains(":role/") {
+            return Err(invalid(format!("{role:?} is not an IAM role ARN")));
+        }
+    }
+    if let Some(t) = &body.template_arn {
+        if !t.starts_with("arn:") || !t.contains(":acm-pca:::template/") {
+            return Err(invalid(format!("{t:?} is not an ACM PCA template ARN")));
+        }
+    }
+    if let Some(a) = &body.signing_algorithm {
+        if !SIGNING_ALGORITHMS.contains(&a.as_str()) {
+            return Err(invalid(format!(
+                "signing_algorithm must be one of {SIGNING_ALGORITHMS:?}"
+            )));
+        }
+    }
+    let mut settings = AcmPcaSettings {
+        ca_arn: body.ca_arn.clone(),
+        region,
+        role_arn: body.role_arn.clone(),
+        template_arn: body.template_arn.clone(),
+        signing_algorithm: body.signing_algorithm.clone().unwrap_or_default(),
+        mode,
+    };
+    // Read the CA once, here: it must exist and be active, and its certificate is what issued
+    // certificates are checked against.
+    let clients = crate::workers::pca::PcaClients::new(state.aws_endpoint_url.clone());
+    let driver = clients.driver(&settings).await;
+    let ca = driver.describe_ca(&settings.ca_arn).await.map_err(|e| {
+        if e.is_retryable() {
+            ApiError::unavailable(e.to_string())
+        } else {
+            invalid(e.to_string())
+        }
+    })?;
+    if ca.status != "ACTIVE" {
+        return Err(invalid(format!(
+            "certificate authority {} is {}, not ACTIVE",
+            settings.ca_arn, ca.status
+        )));
+    }
+    if settings.signing_algorithm.is_empty() {
+        settings.signing_algorithm = ca.signing_algorithm.clone();
+    }
+    let parsed = certplane_pki::parse_chain_pem(&format!(
+        "{}\n{}",
+        ca.certificate_pem.trim_end(),
+        ca.chain_pem
+    ))
+    .map_err(|e| invalid(format!("the CA's certificate is not usable: {e}")))?;
+    let record = IssuerRecord {
+        name: body.name.clone(),
+        kind: IssuerKind::AcmPca,
+        subject: parsed.leaf.subject.clone(),
+        ca_cert_pem: certplane_pki::parse_chain_pem(&ca.certificate_pem)
+            .map(|c| c.chain_pem)
+            .unwrap_or_else(|_| ca.certificate_pem.clone()),
+        chain_pem: parsed.chain_pem,
+        key: None,
+        key_algorithm: ca.key_algorithm.clone(),
+        not_after: Timestamp(parsed.leaf.not_after_ms),
+        imported: true,
+        created_at: Timestamp(now_ms()),
+        created_by: principal.id.clone(),
+        issued_count: 0,
+        revoked_count: 0,
+        crl_number: 0,
+        revision: 0,
+        acm_pca: Some(settings),
+    };
+    let view = IssuerView::from(record.clone());
+    let proposal = Proposal::new(
+        Timestamp(now_ms()),
+        principal,
+        Command::CreateIssuer(Box::new(record)),
+    );
+    let outcome = state.node.write(proposal).await?;
+    match outcome.result.map_err(ApiError::from)? {
         Applied::IssuerCreated { .. } => Ok((StatusCode::CREATED, Json(view))),
         other => Err(ApiError::unavailable(format!(
             "unexpected outcome {other:?}"
@@ -355,6 +545,14 @@ pub async fn crl(
     // `?consistency=stale` serves the local state.
     super::certificates::read_barrier(&state, consistency).await?;
     let issuer = load_issuer(&state, &name).await?;
+    if issuer.acm_pca.is_some() {
+        return Err(ApiError::conflict(
+            "not_supported",
+            format!(
+                "issuer {name} is an ACM Private CA: AWS publishes its CRL (see the CA's revocation configuration)"
+            ),
+        ));
+    }
     let view = state.node.view();
     let lookup = issuer.name.clone();
     let revoked = blocking(move || revocations(&view, &lookup)).await?;

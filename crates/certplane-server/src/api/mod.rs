@@ -40,6 +40,9 @@ pub struct AppState {
     /// Issuers' signers, opened once from their sealed keys (shared with the issuance worker).
     pub signers: Arc<crate::workers::issuance::SignerCache>,
     pub crls: Arc<issuers::CrlCache>,
+    /// Where AWS calls made by the API go (reading an ACM PCA CA when it is registered); tests
+    /// point it at moto.
+    pub aws_endpoint_url: Option<String>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -103,6 +106,7 @@ pub fn router(state: AppState) -> Router {
             get(zones::get).put(zones::put).post(zones::evaluate),
         )
         .route("/v1/issuers", get(issuers::list).post(issuers::import))
+        .route("/v1/aws/pca-issuers", post(issuers::create_acm_pca))
         .route("/v1/issuers/{name}", get(issuers::get_one))
         .route("/v1/issuers/{name}/crl", get(issuers::crl))
         .route("/v1/issuers/{name}/issued", get(issuers::issued))

@@ -231,8 +231,25 @@ pub async fn iam_policy(
             }
         }
         let places: Vec<_> = places.into_iter().collect();
-        Ok(Json(certplane_aws::iam::policies(
+        let mut authorities = Vec::new();
+        let issuers = view
+            .scan(Keyspace::Issuers, b"", b"", 100_000)
+            .map_err(|e| ApiError::unavailable(e.to_string()))?;
+        for (_, bytes) in issuers {
+            let issuer: certplane_core::issuer::IssuerRecord =
+                certplane_core::keys::decode_record("issuer", &bytes).map_err(unavailable)?;
+            if let Some(pca) = issuer.acm_pca {
+                authorities.push(certplane_aws::iam::Authority {
+                    ca_arn: pca.ca_arn,
+                    region: pca.region,
+                    role_arn: pca.role_arn,
+                    acm_native: pca.mode == certplane_core::issuer::PcaMode::AcmNative,
+                });
+            }
+        }
+        Ok(Json(certplane_aws::iam::policies_with_authorities(
             &places,
+            &authorities,
             q.account.as_deref(),
             cleanup,
         )))

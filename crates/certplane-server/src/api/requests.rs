@@ -356,6 +356,11 @@ pub struct RequestView {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub approval: Option<serde_json::Value>,
+    /// The AWS side of an ACM PCA issuance: the CA, the idempotency token every try sends, the
+    /// certificate ARN and AWS request id once AWS answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub aws: Option<serde_json::Value>,
     /// The issued certificate, once there is one.
     pub certificate: Option<CertificateView>,
     /// What certplane chose not to honour from the submission (only on the submission's answer).
@@ -394,6 +399,7 @@ impl RequestView {
                 .approval
                 .as_ref()
                 .and_then(|a| serde_json::to_value(a).ok()),
+            aws: r.aws.as_ref().and_then(|a| serde_json::to_value(a).ok()),
             certificate,
             warnings: Vec::new(),
         }

@@ -53,10 +53,31 @@ pub struct CertificateView {
     pub superseded_by: Option<String>,
     pub revoked_at: Option<String>,
     pub revocation_reason: Option<String>,
+    /// Set when AWS Private CA issued it: where it lives in AWS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aws: Option<AwsIssuedView>,
     /// One entry per destination: where the certificate goes and whether ACM serves it.
     pub deployments: Vec<DeploymentView>,
     /// The automatic renewal: when it is due, the request running it, the last error.
     pub renewal: Option<RenewalView>,
+}
+
+/// Where an AWS-issued certificate lives, and whether its revocation reached the CA.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AwsIssuedView {
+    pub ca_arn: String,
+    /// The ACM certificate ARN (`acm-native`) or the ACM PCA certificate ARN (`csr`).
+    pub certificate_arn: String,
+    pub mode: String,
+    /// `acm-native`: the private key exists only in ACM.
+    pub key_in_acm: bool,
+    pub revocation_pending: bool,
+    pub revocation_request_id: Option<String>,
+    /// `acm-native`: ACM's status and managed-renewal status at the last check, and when.
+    pub acm_status: Option<String>,
+    pub renewal_status: Option<String>,
+    pub checked_at: Option<String>,
+    pub next_check_at: Option<String>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -135,6 +156,22 @@ impl CertificateView {
             generation: r.generation,
             revision: r.revision,
             request_id: r.issuance.as_ref().map(|l| l.request_id.clone()),
+            aws: r
+                .issuance
+                .as_ref()
+                .and_then(|l| l.aws.as_ref())
+                .map(|a| AwsIssuedView {
+                    ca_arn: a.ca_arn.clone(),
+                    certificate_arn: a.certificate_arn.clone(),
+                    mode: a.mode.as_str().to_string(),
+                    key_in_acm: a.mode == certplane_core::issuer::PcaMode::AcmNative,
+                    revocation_pending: a.revocation_pending,
+                    revocation_request_id: a.revocation_request_id.clone(),
+                    acm_status: a.acm_status.clone(),
+                    renewal_status: a.renewal_status.clone(),
+                    checked_at: a.checked_at.map(rfc3339),
+                    next_check_at: a.next_check_at.map(rfc3339),
+                }),
             issued_by: r.issuance.map(|l| l.issuer),
             supersedes: r.supersedes,
             superseded_by: r.superseded_by,

@@ -255,6 +255,47 @@ pub(super) async fn cert(target: Target, command: CertCommand) -> i32 {
     result.map(|_| 0).unwrap_or_else(|e| fail(&e))
 }
 
+/// One audit record as `audit show` prints it: the headline, then one line per detail it carries.
+fn audit_block(r: &Value) -> String {
+    let mut out = format!(
+        "#{} {} {} {} {} by {}",
+        r["seq"],
+        r["at"],
+        r["action"].as_str().unwrap_or(""),
+        r["object"].as_str().unwrap_or(""),
+        r["outcome"].as_str().unwrap_or(""),
+        r["actor"].as_str().unwrap_or("")
+    );
+    // The record's details are flattened into it.
+    let d = r;
+    for (label, key) in [
+        ("request", "request_id"),
+        ("issuer", "issuer"),
+        ("certificate", "certificate_id"),
+        ("serial", "serial"),
+        ("aws request id", "aws_request_id"),
+        ("ca arn", "ca_arn"),
+        ("arn", "arn"),
+        ("comment", "comment"),
+    ] {
+        if let Some(v) = d[key].as_str() {
+            out.push_str(&format!("\n    {label}: {v}"));
+        }
+    }
+    if let Some(a) = d["approvers"].as_array().filter(|a| !a.is_empty()) {
+        let names: Vec<&str> = a.iter().filter_map(Value::as_str).collect();
+        out.push_str(&format!("\n    approvers: {}", names.join(", ")));
+    }
+    if let Some(p) = d["policy_versions"].as_array().filter(|p| !p.is_empty()) {
+        let versions: Vec<String> = p
+            .iter()
+            .map(|z| format!("{}@{}", z[0].as_str().unwrap_or(""), z[1]))
+            .collect();
+        out.push_str(&format!("\n    policy: {}", versions.join(" ")));
+    }
+    out
+}
+
 pub(super) async fn audit(target: Target, command: AuditCommand) -> i32 {
     let c = client(&target);
     match command {
@@ -294,6 +335,24 @@ pub(super) async fn audit(target: Target, command: AuditCommand) -> i32 {
                                     r["actor"].as_str().unwrap_or("")
                                 )
                             })
+                            .collect::<Vec<_>>()
+                            .join("\n")
+                    });
+                    0
+                }
+                Err(e) => fail(&e),
+            }
+        }
+        AuditCommand::Show { object, limit } => {
+            let q: Vec<(&str, String)> = vec![("object", object), ("limit", limit.to_string())];
+            match c.get("/v1/audit", &q).await {
+                Ok(v) => {
+                    print(target.output, &v, |v| {
+                        v["items"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .map(audit_block)
                             .collect::<Vec<_>>()
                             .join("\n")
                     });

@@ -127,6 +127,24 @@ pub enum IssuerCommand {
         #[arg(long)]
         key: PathBuf,
     },
+    /// Register an AWS Private CA as an issuer (the CA must be ACTIVE; its certificate is read).
+    AddAcmPca {
+        name: String,
+        #[arg(long)]
+        ca_arn: String,
+        /// `csr` (IssueCertificate with the requester's CSR) or `acm-native` (the key stays in ACM).
+        #[arg(long)]
+        mode: String,
+        /// Default: the region in the CA's ARN.
+        #[arg(long)]
+        region: Option<String>,
+        #[arg(long)]
+        role_arn: Option<String>,
+        #[arg(long)]
+        template_arn: Option<String>,
+        #[arg(long)]
+        signing_algorithm: Option<String>,
+    },
 }
 
 fn read_file(path: &PathBuf) -> Result<String, String> {
@@ -536,6 +554,33 @@ pub async fn issuer(target: Target, command: IssuerCommand) -> i32 {
             )
             .await
             .map(|v| print(target.output, &v, issuer_line))
+        }
+        IssuerCommand::AddAcmPca {
+            name,
+            ca_arn,
+            mode,
+            region,
+            role_arn,
+            template_arn,
+            signing_algorithm,
+        } => {
+            let mut body = Map::new();
+            body.insert("name".into(), json!(name));
+            body.insert("ca_arn".into(), json!(ca_arn));
+            body.insert("mode".into(), json!(mode));
+            for (k, v) in [
+                ("region", region),
+                ("role_arn", role_arn),
+                ("template_arn", template_arn),
+                ("signing_algorithm", signing_algorithm),
+            ] {
+                if let Some(v) = v {
+                    body.insert(k.into(), json!(v));
+                }
+            }
+            c.post("/v1/aws/pca-issuers", &Value::Object(body), None)
+                .await
+                .map(|v| print(target.output, &v, issuer_line))
         }
     };
     result.map(|_| 0).unwrap_or_else(|e| fail(&e))

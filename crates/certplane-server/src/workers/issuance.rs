@@ -77,7 +77,12 @@ pub fn open_issuer(
     issuer: &IssuerRecord,
     kek: &Kek,
 ) -> Result<certplane_pki::ca::CaCertificate, String> {
-    let sealed = to_sealed(&issuer.key);
+    let sealed = to_sealed(
+        issuer
+            .key
+            .as_ref()
+            .ok_or_else(|| format!("issuer {} holds no key in certplane", issuer.name))?,
+    );
     let key = certplane_pki::open(kek, &sealed, IssuerRecord::key_aad(&issuer.name).as_bytes())
         .map_err(|e| format!("cannot open the key of issuer {}: {e}", issuer.name))?;
     certplane_pki::ca::CaCertificate::from_parts(&issuer.ca_cert_pem, key)
@@ -222,6 +227,7 @@ fn sign(
         chain_pem: format!("{}{}", issued.cert_pem, issuer.chain_pem),
         details,
         private_key,
+        aws_request_id: None,
     }))
 }
 
@@ -240,6 +246,11 @@ pub struct IssuanceWorker {
     node: Arc<RaftNode>,
     kek: Option<Arc<Kek>>,
     signers: Arc<SignerCache>,
+    pca: Arc<super::pca::PcaClients>,
+    acm_check_interval_ms: u64,
+    /// The node's shutdown signal, set when `run` starts: per-request tasks (some wait on AWS for
+    /// many seconds) end with the node instead of keeping it open.
+    stop: Mutex<Option<watch::Receiver<bool>>>,
     in_flight: Mutex<HashSet<String>>,
     permits: Arc<Semaphore>,
     cursor: Mutex<QueueCursor>,
@@ -250,11 +261,20 @@ const FULL_PASS_EVERY: Duration = Duration::from_secs(5);
 const RETRY_AFTER: Duration = Duration::from_millis(500);
 
 impl IssuanceWorker {
-    pub fn new(node: Arc<RaftNode>, kek: Option<Arc<Kek>>, signers: Arc<SignerCache>) -> Arc<Self> {
+    pub fn new(
+        node: Arc<RaftNode>,
+        kek: Option<Arc<Kek>>,
+        signers: Arc<SignerCache>,
+        aws_endpoint_url: Option<String>,
+        acm_check_interval_ms: u64,
+    ) -> Arc<Self> {
         Arc::new(IssuanceWorker {
             node,
             kek,
             signers,
+            pca: Arc::new(super::pca::PcaClients::new(aws_endpoint_url)),
+            acm_check_interval_ms,
+            stop: Mutex::new(None),
             in_flight: Mutex::new(HashSet::new()),
             permits: Arc::new(Semaphore::new(CONCURRENCY)),
             cursor: Mutex::new(QueueCursor {
@@ -266,8 +286,23 @@ impl IssuanceWorker {
         })
     }
 
+    /// Run `task` unless the node shuts down first (then `None`: the task is dropped).
+    async fn unless_stopped<F: std::future::Future>(&self, task: F) -> Option<F::Output> {
+        let stop = self.stop.lock().ok().and_then(|s| s.clone());
+        match stop {
+            None => Some(task.await),
+            Some(mut stop) => tokio::select! {
+                out = task => Some(out),
+                _ = stop.wait_for(|s| *s) => None,
+            },
+        }
+    }
+
     /// Run until `shutdown` turns true. Only the leader does work; followers wait.
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        if let Ok(mut stop) = self.stop.lock() {
+            *stop = Some(shutdown.clone());
+        }
         let mut applied = self.node.sm.subscribe_applied();
         let mut metrics = self.node.raft.metrics();
         loop {
@@ -276,6 +311,8 @@ impl IssuanceWorker {
             }
             if self.node.is_leader() {
                 let term = metrics.borrow_watched().current_term;
+                self.clone().revocations();
+                self.clone().acm_checks();
                 if self.clone().work(term) {
                     // A full batch: there is more queued; look again at once.
                     tokio::task::yield_now().await;
@@ -341,8 +378,8 @@ impl IssuanceWorker {
             }
             let worker = self.clone();
             tokio::spawn(async move {
-                let result = worker.issue_one(&id).await;
-                if let Err(e) = result {
+                let result = worker.unless_stopped(worker.issue_one(&id)).await;
+                if let Some(Err(e)) = result {
                     tracing::debug!(request = %id, error = %e, "issuance will be retried");
                     if let Ok(mut cursor) = worker.cursor.lock() {
                         cursor.retry = true;
@@ -356,6 +393,201 @@ impl IssuanceWorker {
         full
     }
 
+    /// Start a task for every revocation that still has to reach AWS Private CA.
+    fn revocations(self: Arc<Self>) {
+        let view = self.node.view();
+        let prefix = certplane_core::keys::index_key("revoke", "");
+        let mut end = prefix.clone();
+        if let Some(last) = end.last_mut() {
+            *last += 1;
+        }
+        let queued = match view.scan(Keyspace::AwsQueue, &prefix, &end, SCAN_LIMIT) {
+            Ok(q) => q,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the AWS revocation queue");
+                return;
+            }
+        };
+        for (key, _) in queued {
+            let Ok(id) = String::from_utf8(key[prefix.len()..].to_vec()) else {
+                continue;
+            };
+            let slot = format!("revoke/{id}");
+            {
+                let Ok(mut in_flight) = self.in_flight.lock() else {
+                    return;
+                };
+                if !in_flight.insert(slot.clone()) {
+                    continue;
+                }
+            }
+            let worker = self.clone();
+            tokio::spawn(async move {
+                let attempt = async {
+                    if let Err(e) = worker.revoke_one(&id).await {
+                        tracing::warn!(certificate = %id, error = %e, "the revocation will be retried");
+                        tokio::time::sleep(RETRY_AFTER).await;
+                    }
+                };
+                worker.unless_stopped(attempt).await;
+                if let Ok(mut in_flight) = worker.in_flight.lock() {
+                    in_flight.remove(&slot);
+                }
+            });
+        }
+    }
+
+    /// Start a check for every acm-native certificate whose next check is due.
+    fn acm_checks(self: Arc<Self>) {
+        let view = self.node.view();
+        let from = certplane_core::apply::TRACK_PREFIX.to_vec();
+        let until = certplane_core::apply::track_key(Timestamp(now_ms() + 1), "");
+        let due = match view.scan(Keyspace::AwsQueue, &from, &until, SCAN_LIMIT) {
+            Ok(q) => q,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the ACM check queue");
+                return;
+            }
+        };
+        for (key, _) in due {
+            let Some(id) = key
+                .get(from.len() + 8..)
+                .and_then(|b| String::from_utf8(b.to_vec()).ok())
+            else {
+                continue;
+            };
+            let slot = format!("check/{id}");
+            {
+                let Ok(mut in_flight) = self.in_flight.lock() else {
+                    return;
+                };
+                if !in_flight.insert(slot.clone()) {
+                    continue;
+                }
+            }
+            let worker = self.clone();
+            tokio::spawn(async move {
+                let attempt = async {
+                    if let Err(e) = worker.check_one(&id).await {
+                        tracing::warn!(certificate = %id, error = %e, "the ACM check will be retried");
+                        tokio::time::sleep(RETRY_AFTER).await;
+                    }
+                };
+                worker.unless_stopped(attempt).await;
+                if let Ok(mut in_flight) = worker.in_flight.lock() {
+                    in_flight.remove(&slot);
+                }
+            });
+        }
+    }
+
+    async fn check_one(&self, id: &str) -> Result<(), String> {
+        let _permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| e.to_string())?;
+        let view = self.node.view();
+        let Some(record) =
+            certplane_core::apply::get_certificate(&view, id).map_err(|e| e.to_string())?
+        else {
+            return Ok(());
+        };
+        let Some(link) = &record.issuance else {
+            return Ok(());
+        };
+        let Some(issuer) = get_issuer(&view, &link.issuer).map_err(|e| e.to_string())? else {
+            return Err(format!("issuer {} does not exist", link.issuer));
+        };
+        let next = now_ms().saturating_add(self.acm_check_interval_ms as i64);
+        let Some(command) = super::pca::check_native(&self.pca, &record, &issuer, next).await?
+        else {
+            return Ok(());
+        };
+        let renewed = matches!(&command, Command::RecordAcmCheck(c) if c.renewed.is_some());
+        let proposal = Proposal::new(Timestamp(now_ms()), worker_principal(), command);
+        let outcome = self.node.write(proposal).await.map_err(|e| e.to_string())?;
+        match outcome.result {
+            Ok(_) => {
+                if renewed {
+                    metrics::counter!("certplane_acm_native_renewals_total").increment(1);
+                }
+                Ok(())
+            }
+            Err(r) => Err(format!("ACM check not applied: {}", r.message)),
+        }
+    }
+
+    async fn revoke_one(&self, id: &str) -> Result<(), String> {
+        let _permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| e.to_string())?;
+        let view = self.node.view();
+        let Some(record) =
+            certplane_core::apply::get_certificate(&view, id).map_err(|e| e.to_string())?
+        else {
+            return Ok(());
+        };
+        let Some(link) = &record.issuance else {
+            return Ok(());
+        };
+        let Some(issuer) = get_issuer(&view, &link.issuer).map_err(|e| e.to_string())? else {
+            return Err(format!("issuer {} does not exist", link.issuer));
+        };
+        let Some(command) = super::pca::revoke(&self.pca, &record, &issuer).await? else {
+            return Ok(());
+        };
+        let proposal = Proposal::new(Timestamp(now_ms()), worker_principal(), command);
+        let outcome = self.node.write(proposal).await.map_err(|e| e.to_string())?;
+        match outcome.result {
+            Ok(_) => {
+                metrics::counter!("certplane_acmpca_revocations_total").increment(1);
+                Ok(())
+            }
+            Err(r) => Err(format!("revocation outcome not applied: {}", r.message)),
+        }
+    }
+
+    /// Drive an AWS issuance step by step until it waits on AWS or reaches a final state.
+    async fn aws_issue(&self, id: &str) -> Result<(), String> {
+        // Begin, call, record, fetch: at most four steps before the request is final.
+        for _ in 0..4 {
+            let view = self.node.view();
+            let Some(request) = get_request(&view, id).map_err(|e| e.to_string())? else {
+                return Ok(());
+            };
+            if !matches!(
+                request.state,
+                RequestState::Approved | RequestState::Issuing
+            ) {
+                return Ok(());
+            }
+            let Some(issuer) = get_issuer(&view, &request.issuer).map_err(|e| e.to_string())?
+            else {
+                return Err(format!("issuer {} does not exist", request.issuer));
+            };
+            let command =
+                match super::pca::issuance_step(&self.pca, &request, &issuer, now_ms()).await {
+                    super::pca::Step::Propose(c) => c,
+                    super::pca::Step::Later(why) => return Err(why),
+                };
+            let completes = matches!(command, Command::CompleteIssuance(_));
+            let proposal = Proposal::new(Timestamp(now_ms()), worker_principal(), command);
+            let outcome = self.node.write(proposal).await.map_err(|e| e.to_string())?;
+            if let Err(r) = outcome.result {
+                return Err(format!("AWS issuance step not applied: {}", r.message));
+            }
+            if completes {
+                metrics::counter!("certplane_issuance_completed_total").increment(1);
+            }
+        }
+        Ok(())
+    }
+
     async fn issue_one(&self, id: &str) -> Result<(), String> {
         let _permit = self
             .permits
@@ -367,10 +599,14 @@ impl IssuanceWorker {
         let Some(request) = get_request(&view, id).map_err(|e| e.to_string())? else {
             return Ok(());
         };
+        let issuer = get_issuer(&view, &request.issuer).map_err(|e| e.to_string())?;
+        if issuer.as_ref().is_some_and(|i| i.acm_pca.is_some()) {
+            return self.aws_issue(id).await;
+        }
         if request.state != RequestState::Approved {
             return Ok(());
         }
-        let command = match get_issuer(&view, &request.issuer).map_err(|e| e.to_string())? {
+        let command = match issuer {
             None => Command::FailIssuance {
                 request_id: request.id.clone(),
                 generation: request.generation,

@@ -6,5 +6,6 @@ pub mod audit;
 pub mod deploy;
 pub mod issuance;
 pub mod notices;
+pub mod pca;
 pub mod renewals;
 pub mod webhooks;
