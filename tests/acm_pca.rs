@@ -399,6 +399,20 @@ async fn csr_and_acm_native_issuance_policy_gate_revocation_and_the_builtin_ca_s
                 .is_some_and(|d| !d.is_empty()),
         "the refusal explains itself: {body}"
     );
+    // A rejection writes no intent, so nothing can call AWS for it later: so far the proxy has seen
+    // only the two registrations' reads of the CA.
+    let so_far: Vec<String> = proxy_log(&proxy)
+        .await
+        .iter()
+        .filter_map(|c| c["operation"].as_str().map(str::to_string))
+        .collect();
+    assert!(
+        so_far
+            .iter()
+            .all(|op| op == "DescribeCertificateAuthority"
+                || op == "GetCertificateAuthorityCertificate"),
+        "a rejected request reached AWS: {so_far:?}"
+    );
 
     // 1. csr mode: policy passes, the request waits for approval, and only then does AWS sign.
     let mut revocable = None;

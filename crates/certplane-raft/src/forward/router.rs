@@ -152,6 +152,17 @@ where
                         }
                     }
                 }
+                // The leader could not hear from a quorum in time: under load a heartbeat round
+                // can miss, so a request that is safe to repeat tries again until the deadline,
+                // and only a leader that stays cut off answers unavailable.
+                Err(ForwardError::Unreachable(message)) if req.is_safe_to_repeat() => {
+                    tracing::debug!(target, %message, "no quorum confirmed; retrying");
+                    let retry_at = deadline.min(Instant::now() + RETRY_AFTER_FAILURE);
+                    if Instant::now() >= deadline {
+                        return Err(ForwardError::Unreachable(message));
+                    }
+                    let _ = self.wait_for_change(&view, retry_at).await;
+                }
                 other => return other,
             }
         }
