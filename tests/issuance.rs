@@ -1184,3 +1184,93 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// The renewal scheduler runs on a clock the test moves: a certificate valid for 30 days renews
+/// once that clock passes its renewal time (`renew_before` 10 days, spread per certificate), through
+/// the real path (renewal request, policy, issuance), without waiting 20 days.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_renewal_scheduler_runs_on_a_clock_the_test_moves() {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    use std::sync::Arc;
+    let kek_dir = tempfile::tempdir().expect("tempdir");
+    let kek = kek_dir.path().join("kek");
+    certplane_pki::Kek::generate_file(&kek).expect("kek");
+    let offset = Arc::new(AtomicI64::new(0));
+    let clock = certplane_server::workers::clock::SchedulerClock::with_offset(offset.clone());
+    let cluster = TestCluster::start(3, move |c| {
+        c.kek_file = Some(kek.clone());
+        c.deploy.clock = clock.clone();
+    })
+    .await;
+    let leader = cluster.leader().await;
+    let (status, body) = send(
+        &cluster,
+        leader,
+        reqwest::Method::PUT,
+        "/v1/zones/short",
+        Some(&json!({"policy": {
+            "max_validity": {"value": "30d"},
+            "notify_before": {"value": "15d"},
+            "renew_before": {"value": "10d"},
+        }})),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = send(
+        &cluster,
+        leader,
+        reqwest::Method::POST,
+        "/v1/certificate-requests?wait=20s",
+        Some(&json!({"zone": "/short", "common_name": "a.short.example", "key": {"type": "ecdsa_p256"}})),
+        None,
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let id = body["certificate_id"].as_str().expect("issued").to_string();
+    let (_, cert) = send(
+        &cluster,
+        leader,
+        reqwest::Method::GET,
+        &format!("/v1/certificates/{id}"),
+        None,
+        None,
+    )
+    .await;
+    assert!(cert["superseded_by"].is_null(), "{cert}");
+    assert!(cert["renewal"]["due_at"].is_string(), "{cert}");
+
+    // Twenty-five days later, by the scheduler's clock: past the renewal time, before expiry.
+    offset.store(25 * 86_400_000, Ordering::Relaxed);
+    let successor = wait_for("the renewal", Duration::from_secs(30), || async {
+        let leader = cluster.leader().await;
+        let (_, c) = send(
+            &cluster,
+            leader,
+            reqwest::Method::GET,
+            &format!("/v1/certificates/{id}"),
+            None,
+            None,
+        )
+        .await;
+        c["superseded_by"].as_str().map(str::to_string)
+    })
+    .await;
+    // Back to the present: the successor (due 20 days from now) is not renewed in turn.
+    offset.store(0, Ordering::Relaxed);
+    let (status, next) = send(
+        &cluster,
+        leader,
+        reqwest::Method::GET,
+        &format!("/v1/certificates/{successor}"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{next}");
+    assert_eq!(next["supersedes"], id.as_str());
+    assert_eq!(next["sans"], json!(["a.short.example"]));
+    let request = next["request_id"].as_str().expect("renewal request");
+    assert!(request.starts_with("renew-"), "{request}");
+    cluster.shutdown().await;
+}

@@ -160,6 +160,8 @@ pub struct DeploySettings {
     pub retry_base_ms: u64,
     pub renewal_rate: f64,
     pub acm_check_interval_ms: u64,
+    /// The renewal scheduler's clock (tests move it forward).
+    pub clock: crate::workers::clock::SchedulerClock,
 }
 
 impl Default for DeploySettings {
@@ -171,6 +173,7 @@ impl Default for DeploySettings {
             retry_base_ms: 30_000,
             renewal_rate: 200.0,
             acm_check_interval_ms: 6 * 3_600_000,
+            clock: crate::workers::clock::SchedulerClock::system(),
         }
     }
 }
@@ -376,6 +379,7 @@ impl ServerOptions {
                         .acm_check_interval_ms
                         .unwrap_or(d.acm_check_interval_ms)
                         .clamp(100, 7 * 86_400_000),
+                    clock: d.clock,
                 }
             },
             audit_verify_interval_ms: opts

@@ -188,6 +188,7 @@ pub async fn start_node_with(
     background.push(tokio::spawn(crate::workers::renewals::run(
         node.clone(),
         config.deploy.renewal_rate,
+        config.deploy.clock.clone(),
         stop_rx.clone(),
     )));
     let deployer =

@@ -24,8 +24,6 @@ use certplane_core::{Command, Principal, Proposal, Timestamp};
 use certplane_raft::node::RaftNode;
 use tokio::sync::{watch, Semaphore};
 
-use crate::api::now_ms;
-
 const EVERY: Duration = Duration::from_millis(500);
 const BATCH: usize = 4096;
 /// Renewal submissions in flight at once (their log entries share fsyncs).
@@ -85,7 +83,7 @@ pub fn renewal_spec(view: &impl StateRead, id: &str) -> Result<(String, RequestS
     Ok((renewal_request_id(id, schedule.attempts + 1), spec))
 }
 
-async fn submit_one(node: &RaftNode, id: &str) {
+async fn submit_one(node: &RaftNode, id: &str, now: Timestamp) {
     let (request_id, spec) = match renewal_spec(&node.view(), id) {
         Ok(x) => x,
         Err(e) => {
@@ -94,7 +92,7 @@ async fn submit_one(node: &RaftNode, id: &str) {
         }
     };
     let proposal = Proposal::new(
-        Timestamp(now_ms()),
+        now,
         worker_principal(),
         Command::SubmitRequest(Box::new(SubmitRequest {
             id: request_id.clone(),
@@ -120,7 +118,12 @@ async fn submit_one(node: &RaftNode, id: &str) {
     }
 }
 
-pub async fn run(node: Arc<RaftNode>, rate: f64, mut shutdown: watch::Receiver<bool>) {
+pub async fn run(
+    node: Arc<RaftNode>,
+    rate: f64,
+    clock: crate::workers::clock::SchedulerClock,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let permits = Arc::new(Semaphore::new(IN_FLIGHT));
     let spacing = Duration::from_secs_f64(1.0 / rate.max(0.001));
     loop {
@@ -128,7 +131,7 @@ pub async fn run(node: Arc<RaftNode>, rate: f64, mut shutdown: watch::Receiver<b
             return;
         }
         if node.is_leader() {
-            let ids = due(&node.view(), Timestamp(now_ms()), BATCH);
+            let ids = due(&node.view(), Timestamp(clock.now_ms()), BATCH);
             let mut next = tokio::time::Instant::now();
             let mut tasks = tokio::task::JoinSet::new();
             for id in ids {
@@ -141,8 +144,9 @@ pub async fn run(node: Arc<RaftNode>, rate: f64, mut shutdown: watch::Receiver<b
                     return;
                 };
                 let node = node.clone();
+                let now = Timestamp(clock.now_ms());
                 tasks.spawn(async move {
-                    submit_one(&node, &id).await;
+                    submit_one(&node, &id, now).await;
                     drop(permit);
                 });
             }
