@@ -47,7 +47,12 @@ def main() -> int:
             problems.append(f"{EXAMPLE.relative_to(ROOT)}: {key} is not a setting of certplane server")
             continue
         ty = known[key]
-        expected = bool if ty == "bool" else int if ty in {"u64", "usize"} else str
+        expected = (
+            bool if ty == "bool"
+            else int if ty in {"u64", "usize", "u32"}
+            else float if ty in {"f64", "f32"}
+            else str
+        )
         if type(value) is not expected:
             problems.append(f"{EXAMPLE.relative_to(ROOT)}: {key} = {value!r} does not fit its type {known[key]}")
     for key in sorted(REQUIRED - set(example)):
