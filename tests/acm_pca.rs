@@ -799,7 +799,34 @@ async fn a_lost_answer_and_a_leader_killed_between_the_call_and_its_record_give_
     let (moto, proxy, _procs) = start_aws(dir.path()).await;
     let (ca_arn, ca_pem) = create_ca(&moto, dir.path());
     let mut cluster = start_cluster(dir.path(), &proxy).await;
-    register(&cluster, "pca", &ca_arn, "csr").await;
+    // Registered with the CLI this time.
+    let leader = cluster.leader().await;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_certplane"))
+        .args([
+            "issuer",
+            "add-acm-pca",
+            "pca",
+            "--ca-arn",
+            &ca_arn,
+            "--mode",
+            "csr",
+        ])
+        .args(["--output", "json", "--addr", &cluster.node(leader).url()])
+        .args(["--token", &cluster.token])
+        .output()
+        .expect("run certplane issuer add-acm-pca");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let added: Value = serde_json::from_slice(&out.stdout).expect("JSON issuer");
+    assert_eq!(added["kind"], "acm-pca");
+    assert_eq!(added["acm_pca"]["ca_arn"], ca_arn.as_str());
+    assert_eq!(
+        added["acm_pca"]["template_arn"],
+        "arn:aws:acm-pca:::template/EndEntityCertificate_APIPassthrough/V1"
+    );
     put_zone(
         &cluster,
         "/pca",
