@@ -205,13 +205,15 @@ fn shop_zone(auto_renew: bool) -> Value {
     })
 }
 
-/// Renewal 30 s after issue: the first deployments have time to finish under heavy throttling
-/// (a certificate superseded before it deployed has its deployment cancelled, by design).
+/// Validity 120 s, renewal 60 s after issue: the first deployments have time to finish under heavy
+/// throttling (a certificate superseded before it deployed has its deployment cancelled, by design),
+/// and each successor has two minutes to deploy before it expires, since an unlucky run of
+/// throttles can hold a deployment's retries (and the shared import rate) back for most of a minute.
 fn one_region_zone(auto_renew: bool) -> Value {
     json!({
-        "max_validity": {"value": "60s"},
-        "notify_before": {"value": "50s"},
-        "renew_before": {"value": "30s"},
+        "max_validity": {"value": "120s"},
+        "notify_before": {"value": "100s"},
+        "renew_before": {"value": "60s"},
         "auto_renew": {"value": auto_renew},
         "destinations": {"value": [{"type": "acm", "region": "eu-west-1"}]},
     })
@@ -405,18 +407,18 @@ async fn throttling_costs_no_deployment_and_an_unverifiable_one_is_failed_and_re
     proxy_config(&proxy, json!({"throttle_share": 0.33, "seed": 7})).await;
     let mut ids = Vec::new();
     for i in 0..6 {
-        ids.push(issue(&cluster, "/shop", &format!("s{i}.corp.example"), "60s").await);
+        ids.push(issue(&cluster, "/shop", &format!("s{i}.corp.example"), "120s").await);
     }
     // Successors are not renewed again (the originals keep their schedules).
     put_zone(&cluster, "/shop", one_region_zone(false)).await;
     let mut successors = Vec::new();
     for id in &ids {
-        deployed(&cluster, id, Duration::from_secs(60)).await;
-        successors.push(renewed(&cluster, id, Duration::from_secs(60)).await);
+        deployed(&cluster, id, Duration::from_secs(120)).await;
+        successors.push(renewed(&cluster, id, Duration::from_secs(120)).await);
     }
     for (old, new) in ids.iter().zip(&successors) {
         let a = certificate(&cluster, old).await;
-        let b = deployed(&cluster, new, Duration::from_secs(60)).await;
+        let b = deployed(&cluster, new, Duration::from_secs(120)).await;
         assert_eq!(a["deployments"][0]["arn"], b["deployments"][0]["arn"]);
         // Importing + deployed for the first, deployed at once for the re-import: no failure.
         assert_eq!(a["deployments"][0]["attempts"], 2, "{a}");
