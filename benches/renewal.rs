@@ -56,7 +56,12 @@ async fn put_zone(cluster: &Cluster, path: &str, policy: Value) {
 
 /// The sum over nodes of `certplane_renewal_started_total` (only the leader's is non-zero).
 async fn renewals_started(cluster: &Cluster) -> u64 {
-    let mut total = 0;
+    metric_sum(cluster, "certplane_renewal_started_total").await as u64
+}
+
+/// A metric summed over every node (the workers that record it run on the leader only).
+async fn metric_sum(cluster: &Cluster, name: &str) -> f64 {
+    let mut total = 0.0;
     for node in &cluster.nodes {
         if let Ok(r) = cluster
             .http
@@ -67,9 +72,9 @@ async fn renewals_started(cluster: &Cluster) -> u64 {
             let text = r.text().await.unwrap_or_default();
             total += text
                 .lines()
-                .filter(|l| l.starts_with("certplane_renewal_started_total"))
+                .filter(|l| l.split([' ', '{']).next() == Some(name))
                 .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
-                .sum::<f64>() as u64;
+                .sum::<f64>();
         }
     }
     total
@@ -195,11 +200,23 @@ async fn sweep(n: usize) -> String {
     assert!(wait > 0, "the batch took longer to issue than its margin");
     tokio::time::sleep(Duration::from_millis(wait as u64)).await;
     let due = Instant::now();
+    eprintln!("sweep: {n} renewals due now");
+    let batched_before = (
+        metric_sum(&cluster, "certplane_worker_batch_commands_sum").await,
+        metric_sum(&cluster, "certplane_worker_batch_commands_count").await,
+    );
     // Also note when the renewal worker had submitted every renewal (its counter on the leader).
     let mut submitted_s = None;
     let deadline = Instant::now() + Duration::from_secs(900);
+    let mut polls = 0u64;
     let done = loop {
-        if submitted_s.is_none() && renewals_started(&cluster).await >= n as u64 {
+        // The counter needs a scrape of every node's /metrics: look at it every 10th poll only, so
+        // the measurement does not load the nodes it measures.
+        polls += 1;
+        if submitted_s.is_none()
+            && polls.is_multiple_of(10)
+            && renewals_started(&cluster).await >= n as u64
+        {
             submitted_s = Some(due.elapsed().as_secs_f64());
         }
         if issued_count(&cluster).await >= 3 * n as u64 {
@@ -209,10 +226,15 @@ async fn sweep(n: usize) -> String {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let sweep_s = done.duration_since(due).as_secs_f64();
+    eprintln!("sweep: done in {sweep_s:.1} s");
+    let commands =
+        metric_sum(&cluster, "certplane_worker_batch_commands_sum").await - batched_before.0;
+    let entries =
+        metric_sum(&cluster, "certplane_worker_batch_commands_count").await - batched_before.1;
     let submitted_s = submitted_s.unwrap_or(sweep_s);
     let renew_rate = n as f64 / sweep_s;
     format!(
-        "| {n} | {:.0} | {submitted_s:.1} | {:.1} | {:.0} | {:.2} |\n\nfresh issuance p50 {:.1} ms, p99 {:.1} ms; the sweep includes the spread of up to {} ms (a tenth of renew_before)\n",
+        "| {n} | {:.0} | {submitted_s:.1} | {:.1} | {:.0} | {:.2} |\n\nfresh issuance p50 {:.1} ms, p99 {:.1} ms; the sweep includes the spread of up to {} ms (a tenth of renew_before); the workers proposed {commands:.0} commands in {entries:.0} log entries ({:.1} per entry)\n",
         fresh_rate,
         sweep_s,
         renew_rate,
@@ -220,6 +242,7 @@ async fn sweep(n: usize) -> String {
         common::ms(fresh.p50),
         common::ms(fresh.p99),
         renew_before_s * 100,
+        commands / entries.max(1.0),
     )
 }
 

@@ -501,10 +501,10 @@ async fn throttling_costs_no_deployment_and_an_unverifiable_one_is_failed_and_re
         .await
         .expect("metrics text");
     assert!(
-        metrics
-            .lines()
-            .any(|l| l.starts_with("certplane_deployment_failed_total") && !l.ends_with(" 0")),
-        "failed deployments are counted for the alert"
+        metrics.lines().any(|l| l
+            .starts_with("certplane_deployment_failed_total{destination=\"acm:eu-west-1\"}")
+            && !l.ends_with(" 0")),
+        "failed deployments are counted by destination, as the alert groups them"
     );
     wait_for(
         "a deployment_failed notification",

@@ -136,9 +136,11 @@ pub const OPERATIONS: [&str; 5] = [
 /// Called only when a zone turns on `acm_cleanup`: the IAM policy grants it only then.
 pub const CLEANUP_OPERATIONS: [&str; 1] = ["DeleteCertificate"];
 
-/// Count one ACM call by operation and outcome (`ok`, `throttled`, `retryable`, `refused`).
+/// Count one ACM call by operation and outcome (`ok`, `throttled`, `retryable`, `refused`);
+/// throttles also by region, where the quota applies.
 pub(crate) fn observe<T>(
     operation: &'static str,
+    region: &str,
     result: Result<T, AcmError>,
 ) -> Result<T, AcmError> {
     let outcome = match &result {
@@ -150,7 +152,8 @@ pub(crate) fn observe<T>(
     metrics::counter!("certplane_acm_calls_total", "operation" => operation, "outcome" => outcome)
         .increment(1);
     if outcome == "throttled" {
-        metrics::counter!("certplane_acm_throttled_total", "operation" => operation).increment(1);
+        metrics::counter!("certplane_acm_throttled_total", "operation" => operation, "region" => region.to_string())
+            .increment(1);
     }
     result
 }
@@ -195,6 +198,7 @@ pub async fn sdk_config(target: &AcmTarget) -> aws_config::SdkConfig {
 #[derive(Clone)]
 pub struct AcmDriver {
     client: aws_sdk_acm::Client,
+    region: String,
 }
 
 impl AcmDriver {
@@ -214,6 +218,7 @@ impl AcmDriver {
     pub async fn connect(target: &AcmTarget) -> AcmDriver {
         AcmDriver {
             client: aws_sdk_acm::Client::new(&sdk_config(target).await),
+            region: target.region.clone(),
         }
     }
 
@@ -237,6 +242,7 @@ impl AcmDriver {
         loop {
             let page = observe(
                 "ListCertificates",
+                &self.region,
                 self.client
                     .list_certificates()
                     .includes(filters.clone())
@@ -271,7 +277,7 @@ impl AcmDriver {
             .send()
             .await
             .map_err(|e| classify("DescribeCertificate", e));
-        let described = match observe("DescribeCertificate", described) {
+        let described = match observe("DescribeCertificate", &self.region, described) {
             Ok(d) => d,
             Err(AcmError::Refused { code, .. }) if code == "ResourceNotFoundException" => {
                 return Ok(Ok(()))
@@ -292,7 +298,7 @@ impl AcmDriver {
             .send()
             .await
             .map_err(|e| classify("DeleteCertificate", e));
-        match observe("DeleteCertificate", deleted) {
+        match observe("DeleteCertificate", &self.region, deleted) {
             Ok(_) => Ok(Ok(())),
             Err(AcmError::Refused { code, .. }) if code == "ResourceNotFoundException" => {
                 Ok(Ok(()))
@@ -307,6 +313,7 @@ impl AcmDriver {
     async fn list_tags(&self, arn: &str) -> Result<BTreeMap<String, String>, AcmError> {
         let listed = observe(
             "ListTagsForCertificate",
+            &self.region,
             self.client
                 .list_tags_for_certificate()
                 .certificate_arn(arn)
@@ -361,6 +368,7 @@ impl AcmDriver {
         }
         let imported = observe(
             "ImportCertificate",
+            &self.region,
             import
                 .send()
                 .await
@@ -406,6 +414,7 @@ impl AcmDriver {
     async fn verify(&self, arn: &str, deployment: &Deployment<'_>) -> Result<String, AcmError> {
         let described = observe(
             "DescribeCertificate",
+            &self.region,
             self.client
                 .describe_certificate()
                 .certificate_arn(arn)
@@ -471,6 +480,7 @@ impl AcmDriver {
         }
         observe(
             "AddTagsToCertificate",
+            &self.region,
             add.send()
                 .await
                 .map_err(|e| classify("AddTagsToCertificate", e)),

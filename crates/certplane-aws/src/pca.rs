@@ -121,6 +121,7 @@ pub struct NativeRequest<'a> {
 pub struct PcaDriver {
     pca: aws_sdk_acmpca::Client,
     acm: aws_sdk_acm::Client,
+    region: String,
 }
 
 fn request_id_of(id: Option<&str>) -> Option<String> {
@@ -133,6 +134,7 @@ impl PcaDriver {
         PcaDriver {
             pca: aws_sdk_acmpca::Client::new(&config),
             acm: aws_sdk_acm::Client::new(&config),
+            region: target.region.clone(),
         }
     }
 
@@ -323,6 +325,7 @@ impl PcaDriver {
         }
         let answer = crate::acm::observe(
             "RequestCertificate",
+            &self.region,
             call.send()
                 .await
                 .map_err(|e| classify("RequestCertificate", e)),
@@ -345,6 +348,7 @@ impl PcaDriver {
     pub async fn describe_native(&self, arn: &str) -> Result<NativeStatus, AcmError> {
         let described = crate::acm::observe(
             "DescribeCertificate",
+            &self.region,
             self.acm
                 .describe_certificate()
                 .certificate_arn(arn)
@@ -373,6 +377,7 @@ impl PcaDriver {
         use aws_sdk_acm::types::CertificateStatus;
         let described = crate::acm::observe(
             "DescribeCertificate",
+            &self.region,
             self.acm
                 .describe_certificate()
                 .certificate_arn(arn)
@@ -403,7 +408,7 @@ impl PcaDriver {
             .send()
             .await
             .map_err(|e| classify("GetCertificate", e));
-        match crate::acm::observe("GetCertificate", got) {
+        match crate::acm::observe("GetCertificate", &self.region, got) {
             Ok(got) => Ok(got
                 .certificate()
                 .filter(|c| !c.is_empty())

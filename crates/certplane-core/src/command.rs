@@ -191,6 +191,12 @@ pub enum Command {
     },
     /// A no-op write used by health probes and benchmarks to measure the write path.
     Noop,
+    /// Several commands of one system worker in one log entry, applied in order as if each were its
+    /// own entry (each is checked, audited and answered separately; a rejected one does not stop the
+    /// rest). Workers use it to share one commit among many outcomes; clients cannot send it.
+    Batch {
+        commands: Vec<Command>,
+    },
 }
 
 impl Command {
@@ -233,6 +239,7 @@ impl Command {
             },
             Command::Probe { .. } => "sys.probe",
             Command::Noop => "sys.noop",
+            Command::Batch { .. } => "sys.batch",
         }
     }
 
@@ -269,6 +276,7 @@ impl Command {
             Command::RecordDeployment(r) => format!("certificate/{}", r.certificate_id),
             Command::Probe { drill, .. } => format!("drill/{drill}"),
             Command::Noop => "-".into(),
+            Command::Batch { commands } => format!("batch/{}", commands.len()),
         }
     }
 }
@@ -454,6 +462,10 @@ pub enum Applied {
         successor: Option<Box<CertificateRecord>>,
     },
     Noop,
+    /// The answer to each command of a [`Command::Batch`], in order.
+    Batch {
+        results: Vec<Result<Applied, Rejection>>,
+    },
     /// Membership changes and blank entries: nothing for the application.
     Internal,
 }

@@ -172,6 +172,17 @@ pub trait StateRead {
         to: &[u8],
         limit: usize,
     ) -> Result<Vec<KeyValue>, StoreError>;
+    /// How many keys `[from, to)` holds, counting at most `limit`. Stores override it to count
+    /// without copying keys or values (metrics count whole index ranges).
+    fn count(
+        &self,
+        ks: Keyspace,
+        from: &[u8],
+        to: &[u8],
+        limit: usize,
+    ) -> Result<usize, StoreError> {
+        Ok(self.scan(ks, from, to, limit)?.len())
+    }
 }
 
 /// Read and write access, as `apply` needs it.

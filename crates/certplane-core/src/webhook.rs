@@ -123,7 +123,9 @@ pub enum DeliveryState {
 /// One event for one subscription, with its attempts.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeliveryRecord {
-    /// `dlv_` + the log index of the event (16 hex digits) + `_` + the position among its deliveries.
+    /// `dlv_` + the log index of the event (16 hex digits) + `_` + the command's position in its entry
+    /// (4 hex digits, 0 unless a worker batched several commands) + the position among its deliveries
+    /// (4 hex digits).
     pub id: String,
     pub webhook_id: String,
     pub event: EventKind,

@@ -302,22 +302,26 @@ fn queue(store: &MemStore) -> Vec<String> {
         .collect()
 }
 
-fn all_requests(store: &MemStore) -> Vec<RequestRecord> {
+/// Every record of a keyspace, decoded, in key order.
+fn records<T: serde::de::DeserializeOwned>(
+    store: &MemStore,
+    ks: Keyspace,
+    what: &'static str,
+) -> Vec<T> {
     store
-        .scan(Keyspace::Requests, b"", b"", usize::MAX)
+        .scan(ks, b"", b"", usize::MAX)
         .unwrap()
         .into_iter()
-        .map(|(_, v)| decode_record("request", &v).unwrap())
+        .map(|(_, v)| decode_record(what, &v).unwrap())
         .collect()
 }
 
+fn all_requests(store: &MemStore) -> Vec<RequestRecord> {
+    records(store, Keyspace::Requests, "request")
+}
+
 fn all_certificates(store: &MemStore) -> Vec<CertificateRecord> {
-    store
-        .scan(Keyspace::Certificates, b"", b"", usize::MAX)
-        .unwrap()
-        .into_iter()
-        .map(|(_, v)| decode_record("certificate", &v).unwrap())
-        .collect()
+    records(store, Keyspace::Certificates, "certificate")
 }
 
 /// The request-index `state` entries naming `id`.
@@ -3177,4 +3181,243 @@ fn acm_native_certificates_are_followed_and_acms_own_renewal_becomes_the_success
     assert_eq!(audit.action, "certificate.acm_renewed");
     assert_eq!(audit.details.aws_request_id.as_deref(), Some("aws-req-9"));
     assert_eq!(audit.details.arn.as_deref(), Some(arn));
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Batches: several worker commands in one entry
+// ---------------------------------------------------------------------------------------------------
+
+fn batch(commands: Vec<Command>) -> Command {
+    Command::Batch { commands }
+}
+
+fn batch_results(out: &Outcome) -> Vec<Result<Applied, Rejection>> {
+    match &out.result {
+        Ok(Applied::Batch { results }) => results.clone(),
+        other => panic!("expected a batch answer, got {other:?}"),
+    }
+}
+
+fn audit_records(store: &MemStore) -> Vec<certplane_core::audit::AuditRecord> {
+    records(store, Keyspace::Audit, "audit")
+}
+
+#[test]
+fn a_batch_applies_each_command_as_its_own_entry_would() {
+    // The same commands, one entry each in `single` and one batch entry in `batched`.
+    let zone_json = r#"{"allowed_domains": {"value": [".corp.example"]}}"#;
+    let mut single = Log::initialized();
+    let mut batched = Log::initialized();
+    single.zone("/b", zone_json);
+    batched.zone("/b", zone_json);
+    let submissions: Vec<Command> = (0..5)
+        .map(|i| {
+            let name = if i == 3 {
+                "www.elsewhere.example".to_string()
+            } else {
+                format!("svc{i}.corp.example")
+            };
+            submit(&format!("req-b{i}"), spec("/b", &[name.as_str()]))
+        })
+        .collect();
+    let one_by_one: Vec<_> = submissions
+        .iter()
+        .map(|c| single.propose(worker(), c.clone()).result)
+        .collect();
+    let audit_before = audit_records(&batched.store).len();
+    let out = batched.propose(worker(), batch(submissions));
+    let together = batch_results(&out);
+    assert_eq!(together.len(), 5);
+
+    // The same answers (the rejected one did not stop the rest), the same stored requests apart from
+    // the log positions they record.
+    for (i, (a, b)) in one_by_one.iter().zip(&together).enumerate() {
+        assert_eq!(a.is_ok(), b.is_ok(), "command {i}");
+        let (a, b) = (
+            request(&single.store, &format!("req-b{i}")),
+            request(&batched.store, &format!("req-b{i}")),
+        );
+        assert_eq!(a.state, b.state, "command {i}");
+        assert_eq!(a.violations, b.violations, "command {i}");
+        assert_eq!(a.spec, b.spec, "command {i}");
+        assert_eq!(
+            b.revision, out.index,
+            "every command of the batch is at its index"
+        );
+    }
+    assert_eq!(
+        request(&batched.store, "req-b3").state,
+        RequestState::Rejected
+    );
+    let states: Vec<_> = (0..5)
+        .map(|i| request(&batched.store, &format!("req-b{i}")).state)
+        .collect();
+    assert_eq!(
+        queue(&batched.store).len(),
+        4,
+        "four approved, each queued once: {states:?}"
+    );
+
+    // One audit record per command, none for the batch itself, and the chain holds.
+    let audit = audit_records(&batched.store);
+    let added: Vec<_> = audit[audit_before..].iter().collect();
+    assert_eq!(added.len(), 5);
+    for (i, record) in added.iter().enumerate() {
+        assert_eq!(record.action, "request.submit");
+        assert_eq!(record.object, format!("request/req-b{i}"));
+        assert_eq!(record.log_index, out.index);
+        assert_eq!(record.actor, ISSUANCE_WORKER);
+    }
+    assert!(added[3].outcome.starts_with("rejected:"), "{:?}", added[3]);
+    assert!(verify_chain(&batched.store).unwrap().ok);
+
+    // Outcomes batched too: two completions, and a second outcome for the same request in the same
+    // entry is refused as the separate entry would have been.
+    let first = request(&batched.store, "req-b0");
+    let second = request(&batched.store, "req-b1");
+    let issued_before = get_issuer(&batched.store, "builtin")
+        .unwrap()
+        .unwrap()
+        .issued_count;
+    let out = batched.propose(
+        worker(),
+        batch(vec![
+            complete(&first, 900),
+            complete(&second, 901),
+            complete(&first, 902),
+        ]),
+    );
+    let results = batch_results(&out);
+    assert!(results[0].is_ok() && results[1].is_ok(), "{results:?}");
+    assert!(
+        results[2].is_err(),
+        "one certificate per request: {results:?}"
+    );
+    assert_eq!(
+        request(&batched.store, "req-b0").state,
+        RequestState::Issued
+    );
+    assert_eq!(
+        request(&batched.store, "req-b1").state,
+        RequestState::Issued
+    );
+    assert!(get_certificate(&batched.store, &cert_id(902))
+        .unwrap()
+        .is_none());
+    let issuer = get_issuer(&batched.store, "builtin").unwrap().unwrap();
+    assert_eq!(issuer.issued_count, issued_before + 2);
+    assert!(verify_chain(&batched.store).unwrap().ok);
+}
+
+#[test]
+fn only_workers_batch_and_a_batch_holds_no_batch_and_no_init() {
+    let mut log = Log::initialized();
+    let digest = state_digest(&log.store).unwrap();
+    let requests_before = all_requests(&log.store).len();
+    let refused = [
+        (
+            admin(),
+            batch(vec![submit("req-x", spec("/", &["a.corp.example"]))]),
+            RejectCode::Forbidden,
+        ),
+        (
+            worker(),
+            batch(vec![batch(vec![submit(
+                "req-y",
+                spec("/", &["b.corp.example"]),
+            )])]),
+            RejectCode::InvalidArgument,
+        ),
+        (
+            worker(),
+            batch(vec![Command::Initialize {
+                root_token: Box::new(support::root_token()),
+                builtin_issuer: None,
+            }]),
+            RejectCode::InvalidArgument,
+        ),
+    ];
+    for (actor, command, expected) in refused {
+        let out = log.propose(actor, command);
+        assert_eq!(code(&out), Some(expected));
+        let audit = last_audit(&log.store);
+        assert_eq!(audit.action, "sys.batch");
+        assert!(audit.outcome.starts_with("rejected:"));
+    }
+    let mut with_key = Proposal::new(
+        log.now(),
+        worker(),
+        batch(vec![submit("req-z", spec("/", &["c.corp.example"]))]),
+    );
+    with_key.idempotency_key = Some("k1".into());
+    let out = log.propose_full(with_key);
+    assert_eq!(code(&out), Some(RejectCode::InvalidArgument));
+    assert_eq!(
+        all_requests(&log.store).len(),
+        requests_before,
+        "nothing inside applied"
+    );
+    assert_ne!(
+        state_digest(&log.store).unwrap(),
+        digest,
+        "each refusal is audited"
+    );
+}
+
+#[test]
+fn webhook_deliveries_of_one_batch_get_distinct_ids_in_event_order() {
+    use certplane_core::webhook::{EventKind, WebhookRecord};
+    let mut log = Log::initialized();
+    log.ok(Command::CreateWebhook(Box::new(WebhookRecord {
+        id: "wh_1".into(),
+        zone: "/".into(),
+        url: "https://hooks.corp.example/certplane".into(),
+        events: vec![EventKind::RequestSubmitted, EventKind::RequestApproved],
+        secret: sealed("wh_1"),
+        description: String::new(),
+        created_at: Timestamp(1),
+        created_by: String::new(),
+    })));
+    let out = log.propose(
+        worker(),
+        batch(
+            (0..3)
+                .map(|i| {
+                    submit(
+                        &format!("req-w{i}"),
+                        spec("/", &[format!("w{i}.corp.example").as_str()]),
+                    )
+                })
+                .collect(),
+        ),
+    );
+    assert!(batch_results(&out).iter().all(|r| r.is_ok()));
+    let deliveries: Vec<certplane_core::webhook::DeliveryRecord> =
+        records(&log.store, Keyspace::Deliveries, "delivery");
+    let ids: Vec<&str> = deliveries.iter().map(|d| d.id.as_str()).collect();
+    let distinct: BTreeSet<&str> = ids.iter().copied().collect();
+    assert_eq!(distinct.len(), ids.len(), "{ids:?}");
+    assert!(ids.len() >= 3, "{ids:?}");
+    // In id order (the delivery queue's order) the events follow the commands of the batch.
+    let requests: Vec<String> = deliveries
+        .iter()
+        .map(|d| {
+            let body: serde_json::Value = serde_json::from_str(&d.body).unwrap();
+            body["data"]["request_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    let mut in_order = requests.clone();
+    in_order.sort();
+    assert_eq!(
+        requests, in_order,
+        "deliveries in event order: {requests:?}"
+    );
+    assert_eq!(requests.first().map(String::as_str), Some("req-w0"));
+    assert_eq!(requests.last().map(String::as_str), Some("req-w2"));
+    assert!(ids
+        .iter()
+        .all(|id| id.starts_with(&format!("dlv_{:016x}_", out.index))));
 }

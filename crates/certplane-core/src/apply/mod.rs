@@ -43,6 +43,9 @@ pub use webhooks::{get_delivery, get_webhook, list_webhooks, DELIVERY_WORKER};
 pub struct EntryContext {
     pub index: u64,
     pub term: u64,
+    /// The command's position in a [`Command::Batch`] entry (0 for an entry of one command): keeps ids
+    /// derived from the log position distinct when several commands share an index.
+    pub part: u32,
 }
 
 /// Inventory counts kept in `Meta` so metrics never scan the inventory.
@@ -67,6 +70,9 @@ pub fn apply(
     entry: EntryContext,
     proposal: &Proposal,
 ) -> Result<Outcome, CoreError> {
+    if let Command::Batch { commands } = &proposal.command {
+        return apply_batch(store, entry, proposal, commands);
+    }
     let idem_key = proposal
         .idempotency_key
         .as_deref()
@@ -176,8 +182,69 @@ pub fn apply(
         }
         Command::Probe { drill, seq } => probe(store, proposal, drill, *seq)?,
         Command::Noop => Ok(Applied::Noop),
+        // Handled before the idempotency check; unreachable here.
+        Command::Batch { .. } => Err(Rejection::new(
+            RejectCode::InvalidArgument,
+            "a batch cannot be applied as one command",
+        )),
     };
     finish(store, entry, proposal, result, idem_key)
+}
+
+/// Apply each command of a worker's batch as if it were its own entry at this index: the same checks,
+/// its own audit record, digest step and answer. The batch itself leaves no record of its own unless
+/// it is refused as a whole (not a system worker, an idempotency key, a nested batch or an init).
+fn apply_batch(
+    store: &mut impl StateStore,
+    entry: EntryContext,
+    proposal: &Proposal,
+    commands: &[Command],
+) -> Result<Outcome, CoreError> {
+    let refusal = if !proposal.actor.is_system() {
+        Some(Rejection::new(
+            RejectCode::Forbidden,
+            "only the cluster's own workers may propose a batch",
+        ))
+    } else if proposal.idempotency_key.is_some() {
+        Some(Rejection::new(
+            RejectCode::InvalidArgument,
+            "a batch cannot carry an Idempotency-Key",
+        ))
+    } else if commands
+        .iter()
+        .any(|c| matches!(c, Command::Batch { .. } | Command::Initialize { .. }))
+    {
+        Some(Rejection::new(
+            RejectCode::InvalidArgument,
+            "a batch cannot hold another batch or the cluster initialisation",
+        ))
+    } else {
+        None
+    };
+    if let Some(rejection) = refusal {
+        return finish(store, entry, proposal, Err(rejection), None);
+    }
+    let mut results = Vec::with_capacity(commands.len());
+    for (part, command) in commands.iter().enumerate() {
+        let one = Proposal {
+            v: proposal.v,
+            proposed_at: proposal.proposed_at,
+            actor: proposal.actor.clone(),
+            idempotency_key: None,
+            request_hash: None,
+            command: command.clone(),
+        };
+        let at = EntryContext {
+            part: u32::try_from(part).unwrap_or(u32::MAX),
+            ..entry
+        };
+        results.push(apply(store, at, &one)?.result);
+    }
+    Ok(Outcome {
+        index: entry.index,
+        result: Ok(Applied::Batch { results }),
+        replayed: false,
+    })
 }
 
 /// Audit, remember the idempotent answer and advance the state digest: the same for every command.

@@ -410,8 +410,8 @@ fn events_of(
     out
 }
 
-/// Write one delivery per (event, matching subscription). Ids sort by log index, so the queue is in
-/// event order.
+/// Write one delivery per (event, matching subscription). Ids sort by log index, then position in a
+/// batch, so the queue is in event order.
 pub(super) fn emit_events(
     store: &mut impl StateStore,
     entry: EntryContext,
@@ -432,7 +432,7 @@ pub(super) fn emit_events(
             .iter()
             .filter(|h| h.events.contains(&kind) && zone_within(&zone, &h.zone))
         {
-            let id = format!("dlv_{:016x}_{n:04x}", entry.index);
+            let id = format!("dlv_{:016x}_{:04x}{n:04x}", entry.index, entry.part);
             n += 1;
             let body = json!({
                 "id": id,

@@ -82,6 +82,7 @@ impl Log {
             EntryContext {
                 index: self.next,
                 term: 1,
+                part: 0,
             },
             &decoded,
         )

@@ -40,6 +40,23 @@ const DAY_MS: i64 = 86_400_000;
 /// bucket nothing is scanned.
 const BUCKETS: [(&str, i64); 4] = [("expired", 0), ("7d", 7), ("30d", 30), ("90d", 90)];
 const MAX_BUCKET_SCAN: usize = 1_000_000;
+/// The gauges above scan index ranges, so a scrape recomputes them at most this often and serves the
+/// last values in between: frequent scrapes (several Prometheus servers, a dashboard polling) cost the
+/// node nothing extra.
+const INVENTORY_GAUGES_EVERY_MS: i64 = 5_000;
+/// When this process last computed them (ms since the epoch; 0 = never).
+static INVENTORY_GAUGES_AT: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+
+/// Whether a scrape at `now` should recompute the inventory gauges (and if so, claims the refresh).
+fn inventory_gauges_due(now: i64) -> bool {
+    use std::sync::atomic::Ordering;
+    let last = INVENTORY_GAUGES_AT.load(Ordering::Relaxed);
+    let stale = last == 0 || now < last || now - last >= INVENTORY_GAUGES_EVERY_MS;
+    stale
+        && INVENTORY_GAUGES_AT
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+}
 
 fn inventory_gauges(view: &impl StateRead, now: i64) -> Result<(), certplane_core::CoreError> {
     let counts = certplane_core::apply::counts(view)?;
@@ -47,22 +64,20 @@ fn inventory_gauges(view: &impl StateRead, now: i64) -> Result<(), certplane_cor
         .set(counts.active as f64);
     metrics::gauge!("certplane_inventory_certificates", "status" => "retired")
         .set(counts.retired as f64);
-    let horizon = time_bytes(Timestamp(now + 90 * DAY_MS));
-    let keys = view.scan(Keyspace::ByExpiry, &[], &horizon, MAX_BUCKET_SCAN)?;
+    // The buckets nest (expired within 7 days within 30 ...): count each stretch between two bounds
+    // once and add up, so one pass over the index covers all four.
+    let mut from = Vec::new();
+    let mut within = 0usize;
     for (label, days) in BUCKETS {
-        let bound = time_bytes(Timestamp(now + days * DAY_MS));
-        let n = keys
-            .iter()
-            .filter(|(k, _)| k.get(..8).is_some_and(|t| t < &bound[..]))
-            .count();
-        metrics::gauge!("certplane_inventory_expiring", "within" => label).set(n as f64);
+        let bound = time_bytes(Timestamp(now + days * DAY_MS)).to_vec();
+        within += view.count(Keyspace::ByExpiry, &from, &bound, MAX_BUCKET_SCAN)?;
+        metrics::gauge!("certplane_inventory_expiring", "within" => label).set(within as f64);
+        from = bound;
     }
     // Renewals: due and not yet submitted; submitted and still running (the worker's request ids
     // start with `renew-`); deployments still owed an attempt.
     let now_key = time_bytes(Timestamp(now.saturating_add(1)));
-    let due = view
-        .scan(Keyspace::RenewalQueue, &[], &now_key, MAX_BUCKET_SCAN)?
-        .len();
+    let due = view.count(Keyspace::RenewalQueue, &[], &now_key, MAX_BUCKET_SCAN)?;
     metrics::gauge!("certplane_renewal_due").set(due as f64);
     let mut running = 0usize;
     for state in ["pending_approval", "approved"] {
@@ -71,28 +86,28 @@ fn inventory_gauges(view: &impl StateRead, now: i64) -> Result<(), certplane_cor
         from.extend_from_slice(b"renew-");
         let mut to = prefix;
         to.extend_from_slice(b"renew.");
-        running += view
-            .scan(Keyspace::RequestIndex, &from, &to, MAX_BUCKET_SCAN)?
-            .len();
+        running += view.count(Keyspace::RequestIndex, &from, &to, MAX_BUCKET_SCAN)?;
     }
     metrics::gauge!("certplane_renewal_in_progress").set(running as f64);
-    let open = view
-        .scan(Keyspace::DeploymentQueue, &[], &[], MAX_BUCKET_SCAN)?
-        .len();
+    let open = view.count(Keyspace::DeploymentQueue, &[], &[], MAX_BUCKET_SCAN)?;
     metrics::gauge!("certplane_deployments_open").set(open as f64);
     Ok(())
 }
 
 #[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain")))]
 pub async fn metrics(State(state): State<AppState>) -> Response {
-    let view = state.node.view();
     let now = now_ms();
-    if let Err(e) = blocking(move || {
-        inventory_gauges(&view, now).map_err(|e| ApiError::unavailable(e.to_string()))
-    })
-    .await
-    {
-        return e.into_response();
+    if inventory_gauges_due(now) {
+        let view = state.node.view();
+        if let Err(e) = blocking(move || {
+            inventory_gauges(&view, now).map_err(|e| ApiError::unavailable(e.to_string()))
+        })
+        .await
+        {
+            // Recompute on the next scrape rather than serve values that could not be refreshed.
+            INVENTORY_GAUGES_AT.store(0, std::sync::atomic::Ordering::Relaxed);
+            return e.into_response();
+        }
     }
     let body = state
         .metrics

@@ -265,7 +265,11 @@ impl DeployWorker {
                 }
             }
             Attempt::Failed { error, arn } => {
-                metrics::counter!("certplane_deployment_failed_total").increment(1);
+                metrics::counter!(
+                    "certplane_deployment_failed_total",
+                    "destination" => format!("acm:{}", d.destination.region)
+                )
+                .increment(1);
                 tracing::warn!(certificate = %id, destination = index, error = %error, "deployment failed; will retry");
                 DeploymentOutcome::Failed {
                     error,

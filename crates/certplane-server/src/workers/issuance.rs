@@ -32,8 +32,11 @@ use tokio::sync::{watch, Semaphore};
 use crate::api::now_ms;
 use crate::api::requests::pki_key_spec;
 
-/// Requests signed at once; the Raft log batches their outcomes into shared fsyncs.
+/// AWS calls (issuance steps, revocations, ACM checks) in flight at once.
 const CONCURRENCY: usize = 32;
+/// Built-in issuances between reading the queue and their committed outcome: bounds the signed
+/// certificates held in memory whatever the backlog.
+const PENDING: usize = 1024;
 /// Queue entries read per pass: bounded work per wake-up whatever the backlog.
 const SCAN_LIMIT: usize = 1024;
 /// How often the worker looks again without being woken (retries after transient failures).
@@ -231,6 +234,15 @@ fn sign(
     }))
 }
 
+/// A permit of `limit`, or why there is none (the semaphore closed).
+async fn take_permit(limit: &Arc<Semaphore>) -> Result<tokio::sync::OwnedSemaphorePermit, String> {
+    limit
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|e| e.to_string())
+}
+
 /// Where the worker's next pass over the queue starts.
 struct QueueCursor {
     /// The queue key after the last one seen; empty means from the start.
@@ -253,6 +265,11 @@ pub struct IssuanceWorker {
     stop: Mutex<Option<watch::Receiver<bool>>>,
     in_flight: Mutex<HashSet<String>>,
     permits: Arc<Semaphore>,
+    pending: Arc<Semaphore>,
+    /// Signing is CPU-bound: one blocking task per core at a time, the rest wait their turn.
+    signing: Arc<Semaphore>,
+    /// Outcomes signed at the same time share one log entry.
+    outcomes: super::batch::Batcher,
     cursor: Mutex<QueueCursor>,
 }
 
@@ -268,6 +285,8 @@ impl IssuanceWorker {
         aws_endpoint_url: Option<String>,
         acm_check_interval_ms: u64,
     ) -> Arc<Self> {
+        let outcomes =
+            super::batch::Batcher::start(node.clone(), worker_principal(), || Timestamp(now_ms()));
         Arc::new(IssuanceWorker {
             node,
             kek,
@@ -277,6 +296,11 @@ impl IssuanceWorker {
             stop: Mutex::new(None),
             in_flight: Mutex::new(HashSet::new()),
             permits: Arc::new(Semaphore::new(CONCURRENCY)),
+            pending: Arc::new(Semaphore::new(PENDING)),
+            signing: Arc::new(Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            )),
+            outcomes,
             cursor: Mutex::new(QueueCursor {
                 next: Vec::new(),
                 term: 0,
@@ -412,29 +436,44 @@ impl IssuanceWorker {
             let Ok(id) = String::from_utf8(key[prefix.len()..].to_vec()) else {
                 continue;
             };
-            let slot = format!("revoke/{id}");
-            {
-                let Ok(mut in_flight) = self.in_flight.lock() else {
-                    return;
-                };
-                if !in_flight.insert(slot.clone()) {
-                    continue;
-                }
-            }
-            let worker = self.clone();
-            tokio::spawn(async move {
-                let attempt = async {
-                    if let Err(e) = worker.revoke_one(&id).await {
-                        tracing::warn!(certificate = %id, error = %e, "the revocation will be retried");
-                        tokio::time::sleep(RETRY_AFTER).await;
-                    }
-                };
-                worker.unless_stopped(attempt).await;
-                if let Ok(mut in_flight) = worker.in_flight.lock() {
-                    in_flight.remove(&slot);
-                }
-            });
+            self.clone().spawn_once(
+                format!("revoke/{id}"),
+                "revocation",
+                id,
+                |w, id| async move { w.revoke_one(&id).await },
+            );
         }
+    }
+
+    /// Run `task` for certificate `id` unless a task holding `slot` is still running. A failure is logged and
+    /// keeps the slot for `RETRY_AFTER`, so the pass after that tries again; the task ends with the
+    /// node.
+    fn spawn_once<F, Fut>(self: Arc<Self>, slot: String, what: &'static str, id: String, task: F)
+    where
+        F: FnOnce(Arc<Self>, String) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<(), String>> + Send + 'static,
+    {
+        {
+            let Ok(mut in_flight) = self.in_flight.lock() else {
+                return;
+            };
+            if !in_flight.insert(slot.clone()) {
+                return;
+            }
+        }
+        tokio::spawn(async move {
+            let worker = self.clone();
+            let attempt = async {
+                if let Err(e) = task(worker, id.clone()).await {
+                    tracing::warn!(certificate = %id, error = %e, "the {what} will be retried");
+                    tokio::time::sleep(RETRY_AFTER).await;
+                }
+            };
+            self.unless_stopped(attempt).await;
+            if let Ok(mut in_flight) = self.in_flight.lock() {
+                in_flight.remove(&slot);
+            }
+        });
     }
 
     /// Start a check for every acm-native certificate whose next check is due.
@@ -456,38 +495,15 @@ impl IssuanceWorker {
             else {
                 continue;
             };
-            let slot = format!("check/{id}");
-            {
-                let Ok(mut in_flight) = self.in_flight.lock() else {
-                    return;
-                };
-                if !in_flight.insert(slot.clone()) {
-                    continue;
-                }
-            }
-            let worker = self.clone();
-            tokio::spawn(async move {
-                let attempt = async {
-                    if let Err(e) = worker.check_one(&id).await {
-                        tracing::warn!(certificate = %id, error = %e, "the ACM check will be retried");
-                        tokio::time::sleep(RETRY_AFTER).await;
-                    }
-                };
-                worker.unless_stopped(attempt).await;
-                if let Ok(mut in_flight) = worker.in_flight.lock() {
-                    in_flight.remove(&slot);
-                }
-            });
+            self.clone()
+                .spawn_once(format!("check/{id}"), "ACM check", id, |w, id| async move {
+                    w.check_one(&id).await
+                });
         }
     }
 
     async fn check_one(&self, id: &str) -> Result<(), String> {
-        let _permit = self
-            .permits
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|e| e.to_string())?;
+        let _permit = take_permit(&self.permits).await?;
         let view = self.node.view();
         let Some(record) =
             certplane_core::apply::get_certificate(&view, id).map_err(|e| e.to_string())?
@@ -520,12 +536,7 @@ impl IssuanceWorker {
     }
 
     async fn revoke_one(&self, id: &str) -> Result<(), String> {
-        let _permit = self
-            .permits
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|e| e.to_string())?;
+        let _permit = take_permit(&self.permits).await?;
         let view = self.node.view();
         let Some(record) =
             certplane_core::apply::get_certificate(&view, id).map_err(|e| e.to_string())?
@@ -589,18 +600,14 @@ impl IssuanceWorker {
     }
 
     async fn issue_one(&self, id: &str) -> Result<(), String> {
-        let _permit = self
-            .permits
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|e| e.to_string())?;
+        let _pending = take_permit(&self.pending).await?;
         let view = self.node.view();
         let Some(request) = get_request(&view, id).map_err(|e| e.to_string())? else {
             return Ok(());
         };
         let issuer = get_issuer(&view, &request.issuer).map_err(|e| e.to_string())?;
         if issuer.as_ref().is_some_and(|i| i.acm_pca.is_some()) {
+            let _permit = take_permit(&self.permits).await?;
             return self.aws_issue(id).await;
         }
         if request.state != RequestState::Approved {
@@ -616,6 +623,7 @@ impl IssuanceWorker {
                 let signers = self.signers.clone();
                 let kek = self.kek.clone();
                 let req = request.clone();
+                let _core = take_permit(&self.signing).await?;
                 let signed = tokio::task::spawn_blocking(move || {
                     sign(&req, &issuer, &signers, kek.as_deref(), now_ms())
                 })
@@ -635,11 +643,10 @@ impl IssuanceWorker {
             }
         };
         let started = std::time::Instant::now();
-        let proposal = Proposal::new(Timestamp(now_ms()), worker_principal(), command);
-        let outcome = self.node.write(proposal).await.map_err(|e| e.to_string())?;
+        let result = self.outcomes.write(command).await?;
         metrics::histogram!("certplane_issuance_outcome_commit_seconds")
             .record(started.elapsed().as_secs_f64());
-        match outcome.result {
+        match result {
             Ok(_) => {
                 metrics::counter!("certplane_issuance_completed_total").increment(1);
                 Ok(())

@@ -3,6 +3,7 @@
 
 pub mod approvals;
 pub mod audit;
+pub mod batch;
 pub mod clock;
 pub mod deploy;
 pub mod issuance;

@@ -20,14 +20,16 @@ use certplane_core::deploy::renewal_request_id;
 use certplane_core::keys::{expiry_key, id_of_expiry_key};
 use certplane_core::request::RequestSpec;
 use certplane_core::store::{Keyspace, StateRead};
-use certplane_core::{Command, Principal, Proposal, Timestamp};
+use certplane_core::{Command, Principal, Timestamp};
 use certplane_raft::node::RaftNode;
 use tokio::sync::{watch, Semaphore};
 
+use crate::workers::batch::Batcher;
+
 const EVERY: Duration = Duration::from_millis(500);
 const BATCH: usize = 4096;
-/// Renewal submissions in flight at once (their log entries share fsyncs).
-const IN_FLIGHT: usize = 128;
+/// Renewal submissions in flight at once; the committer packs them into shared log entries.
+const IN_FLIGHT: usize = 256;
 
 pub fn worker_principal() -> Principal {
     Principal::system(RENEWAL_WORKER, "renewal worker")
@@ -83,7 +85,7 @@ pub fn renewal_spec(view: &impl StateRead, id: &str) -> Result<(String, RequestS
     Ok((renewal_request_id(id, schedule.attempts + 1), spec))
 }
 
-async fn submit_one(node: &RaftNode, id: &str, now: Timestamp) {
+async fn submit_one(node: &RaftNode, submissions: &Batcher, id: &str) {
     let (request_id, spec) = match renewal_spec(&node.view(), id) {
         Ok(x) => x,
         Err(e) => {
@@ -91,16 +93,12 @@ async fn submit_one(node: &RaftNode, id: &str, now: Timestamp) {
             return;
         }
     };
-    let proposal = Proposal::new(
-        now,
-        worker_principal(),
-        Command::SubmitRequest(Box::new(SubmitRequest {
-            id: request_id.clone(),
-            spec,
-        })),
-    );
-    match node.write(proposal).await {
-        Ok(outcome) => match outcome.result {
+    let command = Command::SubmitRequest(Box::new(SubmitRequest {
+        id: request_id.clone(),
+        spec,
+    }));
+    match submissions.write(command).await {
+        Ok(result) => match result {
             Ok(_) => {
                 metrics::counter!("certplane_renewal_started_total").increment(1);
             }
@@ -125,6 +123,11 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let permits = Arc::new(Semaphore::new(IN_FLIGHT));
+    // Proposals carry the scheduler's clock, so `apply` agrees with the worker that a renewal is due.
+    let stamp = clock.clone();
+    let submissions = Batcher::start(node.clone(), worker_principal(), move || {
+        Timestamp(stamp.now_ms())
+    });
     let spacing = Duration::from_secs_f64(1.0 / rate.max(0.001));
     loop {
         if *shutdown.borrow() {
@@ -144,9 +147,9 @@ pub async fn run(
                     return;
                 };
                 let node = node.clone();
-                let now = Timestamp(clock.now_ms());
+                let submissions = submissions.clone();
                 tasks.spawn(async move {
-                    submit_one(&node, &id, now).await;
+                    submit_one(&node, &submissions, &id).await;
                     drop(permit);
                 });
             }
