@@ -367,3 +367,85 @@ async fn node_started_with_join_becomes_a_voter_and_catches_up() {
     assert_eq!(audit["ok"], true);
     cluster.shutdown().await;
 }
+
+/// A worker's commands committed through its `Batcher`: under load several share one log entry, yet
+/// each caller gets the answer to its own command (the refused ones among them included), and every
+/// node applies the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn batched_worker_commands_each_get_their_own_answer() {
+    use certplane_core::command::Applied;
+    use certplane_core::error::RejectCode;
+    use certplane_core::{Command, Principal, Timestamp};
+    use certplane_server::workers::batch::Batcher;
+
+    const COMMANDS: u64 = 300;
+    let cluster = TestCluster::start(3, |_| {}).await;
+    let leader = cluster.leader().await;
+    let node = cluster
+        .node(leader)
+        .handle
+        .as_ref()
+        .expect("the leader runs")
+        .node
+        .clone();
+    let before = node.status().last_log_index.unwrap_or(0);
+    let batcher = Batcher::start(
+        node.clone(),
+        Principal::system("system:batch-test", "batch test"),
+        || Timestamp(certplane_pki::testing::now_ms()),
+    );
+    // Every 50th drill id is invalid, so its probe is refused inside the batch that carries it.
+    let drill_of = |i: u64| {
+        if i % 50 == 7 {
+            format!("not a drill id {i}")
+        } else {
+            format!("batch-{i}")
+        }
+    };
+    let tasks: Vec<_> = (0..COMMANDS)
+        .map(|i| {
+            let batcher = batcher.clone();
+            let drill = drill_of(i);
+            tokio::spawn(async move { batcher.write(Command::Probe { drill, seq: i }).await })
+        })
+        .collect();
+    let mut refused = 0;
+    for (i, task) in (0..COMMANDS).zip(tasks) {
+        match task.await.expect("the writer task") {
+            Ok(Ok(Applied::Probed { drill, seq })) => {
+                assert_eq!((drill.as_str(), seq), (drill_of(i).as_str(), i));
+                assert!(
+                    drill.starts_with("batch-"),
+                    "{drill} must have been refused"
+                );
+            }
+            Ok(Err(rejection)) => {
+                assert!(
+                    drill_of(i).starts_with("not a drill"),
+                    "probe {i}: {rejection:?}"
+                );
+                assert_eq!(rejection.code, RejectCode::InvalidArgument);
+                refused += 1;
+            }
+            other => panic!("probe {i}: {other:?}"),
+        }
+    }
+    assert_eq!(refused, 6);
+    let entries = node.status().last_log_index.unwrap_or(0) - before;
+    assert!(
+        entries < COMMANDS,
+        "{COMMANDS} concurrent commands took {entries} entries: none were shared"
+    );
+
+    cluster.wait_converged().await;
+    for n in cluster.running() {
+        let view = n.handle.as_ref().expect("running").node.view();
+        for i in (0..COMMANDS).filter(|i| i % 50 != 7) {
+            let probe = certplane_core::apply::get_probe(&view, &drill_of(i))
+                .expect("read")
+                .unwrap_or_else(|| panic!("node {} lacks probe {i}", n.id));
+            assert_eq!(probe.seq, i);
+        }
+    }
+    cluster.shutdown().await;
+}

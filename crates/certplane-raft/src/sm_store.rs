@@ -2,9 +2,10 @@
 //!
 //! This adapter translates and persists; it decides nothing. For each committed entry it runs
 //! [`certplane_core::apply`] over a [`BatchStore`] (reads see the batch's own earlier writes), then
-//! commits the data, `last_applied` and the membership in one synced RocksDB write before answering
-//! any client. Snapshots are files (see `snapshot.rs`) built from a RocksDB snapshot, so a snapshot is
-//! a consistent point in time while writes go on.
+//! commits the data, `last_applied` and the membership in one RocksDB write before answering any
+//! client. The write is not synced: the entries are durable in the log, which shares the WAL
+//! (decision 0014). Snapshots are files (see `snapshot.rs`) built from a RocksDB snapshot, so a
+//! snapshot is a consistent point in time while writes go on.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -579,8 +580,12 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         }
         let write_db = db.clone();
         tokio::task::spawn_blocking(move || {
+            // Not synced (decision 0014): these entries are already durable in the log, and the log
+            // shares this database's one WAL, so any later fsync (the next append's) covers this
+            // write too. A machine crash can lose only a suffix of the WAL; `last_applied` then sits
+            // lower and openraft applies those entries again from the log.
             let mut opts = WriteOptions::default();
-            opts.set_sync(true);
+            opts.set_sync(false);
             write_db
                 .write_opt(batch, &opts)
                 .map_err(|e| io_error("state machine write", e))
