@@ -306,6 +306,13 @@ pub struct SubmitRequest {
     /// Request id chosen by the proposer.
     pub id: String,
     pub spec: RequestSpec,
+    /// The certificate the proposer signed ahead with the built-in CA, after its own dry run found
+    /// the request would be approved at once. `apply` records the request as before and, when it is
+    /// approved, applies this as the issuance worker's outcome in the same entry, so such a request
+    /// costs one commit instead of two. In any other case it is dropped unseen and the worker signs
+    /// from the queue as usual (decision 0015).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub presigned: Option<Box<CompleteIssuance>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -134,6 +134,7 @@ fn submit(id: &str, spec: RequestSpec) -> Command {
     Command::SubmitRequest(Box::new(SubmitRequest {
         id: id.into(),
         spec,
+        presigned: None,
     }))
 }
 
@@ -144,6 +145,11 @@ fn cert_id(n: u32) -> String {
 /// What the worker read back from the certificate it signed for `request`: exactly the approved
 /// names and validity; `n` picks the serial and fingerprint.
 fn issued_details(request: &RequestRecord, n: u32) -> CertificateDetails {
+    details_for(request, n)
+}
+
+/// The details of a certificate signed for `request`'s names and validity (see [`issued_details`]).
+fn details_for(request: &RequestRecord, n: u32) -> CertificateDetails {
     CertificateDetails {
         fingerprint_sha256: format!("{n:064x}"),
         subject: request
@@ -3420,4 +3426,220 @@ fn webhook_deliveries_of_one_batch_get_distinct_ids_in_event_order() {
     assert!(ids
         .iter()
         .all(|id| id.starts_with(&format!("dlv_{:016x}_", out.index))));
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Submissions that carry a certificate signed ahead (decision 0015)
+// ---------------------------------------------------------------------------------------------------
+
+/// A submission of `spec` carrying certificate `n`, signed ahead for it and chained to `chained_to`.
+fn submit_presigned(id: &str, spec: RequestSpec, n: u32, chained_to: &str) -> Command {
+    let as_requested = RequestRecord {
+        id: id.into(),
+        spec: spec.clone(),
+        issuer: chained_to.into(),
+        state: RequestState::Approved,
+        violations: vec![],
+        policy_versions: vec![],
+        requested_by: String::new(),
+        created_at: Timestamp(0),
+        updated_at: Timestamp(0),
+        certificate_id: None,
+        error: None,
+        generation: 1,
+        revision: 0,
+        queued_at: 0,
+        approval: None,
+        aws: None,
+    };
+    let Command::CompleteIssuance(mut done) = complete(&as_requested, n) else {
+        unreachable!()
+    };
+    done.chain_pem = format!(
+        "-----BEGIN CERTIFICATE-----\nleaf {n}\n-----END CERTIFICATE-----\n{}",
+        issuer(chained_to).chain_pem
+    );
+    Command::SubmitRequest(Box::new(SubmitRequest {
+        id: id.into(),
+        spec,
+        presigned: Some(done),
+    }))
+}
+
+fn issued_serials(store: &MemStore) -> Vec<IssuedSerial> {
+    records(store, Keyspace::IssuedSerials, "issued serial")
+}
+
+#[test]
+fn a_presigned_request_approved_at_once_is_issued_by_its_own_entry() {
+    let mut log = Log::initialized();
+    log.zone("/prod", "{}");
+    let requester = who("tok_req", &[Role::Requester], &["/prod"]);
+    let at = log.now();
+    let out = log.propose(
+        requester,
+        submit_presigned(
+            "req_1",
+            spec("/prod", &["api.corp.example"]),
+            0xa1,
+            "builtin",
+        ),
+    );
+    let issued = updated(&out);
+    assert_eq!(issued.state, RequestState::Issued);
+    assert_eq!(
+        issued.certificate_id.as_deref(),
+        Some(cert_id(0xa1).as_str())
+    );
+    assert_eq!((issued.generation, issued.revision), (2, out.index));
+    assert_eq!(issued.requested_by, "tok_req");
+    assert_eq!(request(&log.store, "req_1"), issued);
+    assert_eq!(indexed_states(&log.store, "req_1"), vec!["issued"]);
+    assert!(queue(&log.store).is_empty(), "nothing left for the worker");
+
+    let cert = certificate(&log.store, &cert_id(0xa1));
+    assert_eq!(cert.status, CertificateStatus::Active);
+    assert_eq!((cert.zone.as_str(), cert.created_at), ("/prod", at));
+    assert_eq!(
+        cert.issuance
+            .as_ref()
+            .map(|l| (l.request_id.as_str(), l.issuer.as_str())),
+        Some(("req_1", "builtin"))
+    );
+    let serials = issued_serials(&log.store);
+    assert_eq!(serials.len(), 1);
+    assert_eq!(serials[0].request_id, "req_1");
+    assert_eq!(
+        get_issuer(&log.store, "builtin")
+            .unwrap()
+            .unwrap()
+            .issued_count,
+        1
+    );
+    assert_eq!(counts(&log.store).unwrap().active, 1);
+
+    // The trail is what two entries would have left: the requester's submission, then the
+    // issuance worker's outcome, both at this entry's index; the chain verifies.
+    let trail: Vec<(String, String, String, u64)> = audit_records(&log.store)
+        .into_iter()
+        .filter(|r| r.object == "request/req_1")
+        .map(|r| (r.actor, r.action, r.outcome, r.log_index))
+        .collect();
+    assert_eq!(
+        trail,
+        vec![
+            (
+                "tok_req".into(),
+                "request.submit".into(),
+                "ok".into(),
+                out.index
+            ),
+            (
+                "system:issuance".into(),
+                "request.issued".into(),
+                "ok".into(),
+                out.index
+            ),
+        ]
+    );
+    assert!(verify_chain(&log.store).unwrap().ok);
+}
+
+#[test]
+fn a_presigned_submission_retried_with_its_idempotency_key_yields_one_certificate() {
+    let mut log = Log::initialized();
+    log.zone("/prod", "{}");
+    let proposal = |n: u32| {
+        Proposal::new(
+            Timestamp(5_000),
+            admin(),
+            submit_presigned("req_1", spec("/prod", &["a.corp.example"]), n, "builtin"),
+        )
+        .with_idempotency(Some("key-1".into()), Some("hash-1".into()))
+    };
+    let first = log.propose_full(proposal(1));
+    assert_eq!(updated(&first).state, RequestState::Issued);
+    // A retry signed again (another certificate) and sent with the same key: the first answer.
+    let retry = log.propose_full(proposal(2));
+    assert!(retry.replayed);
+    assert_eq!(retry.index, first.index);
+    assert_eq!(all_certificates(&log.store).len(), 1);
+    assert_eq!(issued_serials(&log.store).len(), 1);
+    assert_eq!(
+        request(&log.store, "req_1").certificate_id,
+        Some(cert_id(1))
+    );
+}
+
+#[test]
+fn a_presigned_certificate_is_dropped_unless_the_request_is_approved_at_once() {
+    let mut log = Log::initialized();
+    log.zone("/gated", r#"{"approval_required":{"value":true}}"#);
+    log.zone(
+        "/prod",
+        r#"{"allowed_domains":{"value":[".corp.example"]}}"#,
+    );
+
+    // Waiting for approval: recorded pending, the certificate nowhere.
+    let pending = recorded(&log.propose(
+        admin(),
+        submit_presigned("req_1", spec("/gated", &["a.corp.example"]), 1, "builtin"),
+    ));
+    assert_eq!(pending.state, RequestState::PendingApproval);
+    // Breaking policy: rejected with its violations, the certificate nowhere.
+    let out = log.propose(
+        admin(),
+        submit_presigned("req_2", spec("/prod", &["a.other.example"]), 2, "builtin"),
+    );
+    assert_eq!(code(&out), Some(RejectCode::PolicyViolation));
+    assert_eq!(request(&log.store, "req_2").state, RequestState::Rejected);
+    // Refused outright (no permission): nothing recorded at all.
+    refused(
+        &mut log,
+        who("tok_dev", &[Role::Requester], &["/dev"]),
+        submit_presigned("req_3", spec("/prod", &["a.corp.example"]), 3, "builtin"),
+        RejectCode::Forbidden,
+    );
+    assert!(get_request(&log.store, "req_3").unwrap().is_none());
+    assert!(all_certificates(&log.store).is_empty());
+    assert!(issued_serials(&log.store).is_empty());
+
+    // Approved, but the certificate is not one `apply` can accept for it: the request stays
+    // approved in the queue for the worker, and no certificate is recorded.
+    let mut other_names =
+        submit_presigned("req_4", spec("/prod", &["b.corp.example"]), 4, "builtin");
+    if let Command::SubmitRequest(s) = &mut other_names {
+        if let Some(done) = &mut s.presigned {
+            done.details.sans = vec!["c.corp.example".into()];
+        }
+    }
+    let mut not_its_issuer =
+        submit_presigned("req_5", spec("/prod", &["b.corp.example"]), 5, "another");
+    let mut another_request =
+        submit_presigned("req_6", spec("/prod", &["b.corp.example"]), 6, "builtin");
+    if let Command::SubmitRequest(s) = &mut another_request {
+        if let Some(done) = &mut s.presigned {
+            done.request_id = "req_7".into();
+        }
+    }
+    for (id, command) in [
+        ("req_4", &mut other_names),
+        ("req_5", &mut not_its_issuer),
+        ("req_6", &mut another_request),
+    ] {
+        let record = recorded(&log.propose(admin(), command.clone()));
+        assert_eq!(
+            (record.id.as_str(), record.state),
+            (id, RequestState::Approved)
+        );
+    }
+    assert_eq!(queue(&log.store), vec!["req_4", "req_5", "req_6"]);
+    assert!(all_certificates(&log.store).is_empty());
+    assert!(issued_serials(&log.store).is_empty());
+    assert!(verify_chain(&log.store).unwrap().ok);
+
+    // The worker then issues one of them the usual way.
+    let r4 = request(&log.store, "req_4");
+    log.issue(&r4, 40);
+    assert_eq!(queue(&log.store), vec!["req_5", "req_6"]);
 }

@@ -168,7 +168,7 @@ pub async fn start_node_with(
     let worker = crate::workers::issuance::IssuanceWorker::new(
         node.clone(),
         kek.clone(),
-        signers,
+        signers.clone(),
         config.deploy.aws_endpoint_url.clone(),
         config.deploy.acm_check_interval_ms,
     );
@@ -187,6 +187,10 @@ pub async fn start_node_with(
     )));
     background.push(tokio::spawn(crate::workers::renewals::run(
         node.clone(),
+        crate::workers::renewals::Signing {
+            signers,
+            kek: kek.clone(),
+        },
         config.deploy.renewal_rate,
         config.deploy.clock.clone(),
         stop_rx.clone(),

@@ -73,6 +73,11 @@ pub fn apply(
     if let Command::Batch { commands } = &proposal.command {
         return apply_batch(store, entry, proposal, commands);
     }
+    if let Command::SubmitRequest(submit) = &proposal.command {
+        if let Some(presigned) = &submit.presigned {
+            return apply_presigned(store, entry, proposal, submit, presigned);
+        }
+    }
     let idem_key = proposal
         .idempotency_key
         .as_deref()
@@ -245,6 +250,78 @@ fn apply_batch(
         result: Ok(Applied::Batch { results }),
         replayed: false,
     })
+}
+
+/// The part a presigned certificate's outcome takes within its entry: beside the submission's own
+/// part (0, or its position in a batch, which stays far below this), so ids derived from the log
+/// position stay distinct.
+pub const PRESIGNED_PART: u32 = 0x8000;
+
+/// A submission carrying the proposer's signed certificate (decision 0015). The submission applies
+/// exactly as it would alone: the same checks, policy verdict, audit record and answer. Only when it
+/// leaves the request approved at generation 1 with a built-in issuer whose chain the certificate
+/// carries does the certificate apply, as the issuance worker's outcome with all of that outcome's
+/// checks, audit record and digest step, at part [`PRESIGNED_PART`]. The answer is then the issued
+/// request. Otherwise the certificate is dropped unrecorded, and an approved request stays in the
+/// issuance queue for the worker to sign: nothing anyone received was signed outside the log.
+fn apply_presigned(
+    store: &mut impl StateStore,
+    entry: EntryContext,
+    proposal: &Proposal,
+    submit: &crate::command::SubmitRequest,
+    presigned: &crate::command::CompleteIssuance,
+) -> Result<Outcome, CoreError> {
+    let plain = Proposal {
+        v: proposal.v,
+        proposed_at: proposal.proposed_at,
+        actor: proposal.actor.clone(),
+        idempotency_key: proposal.idempotency_key.clone(),
+        request_hash: proposal.request_hash.clone(),
+        command: Command::SubmitRequest(Box::new(crate::command::SubmitRequest {
+            id: submit.id.clone(),
+            spec: submit.spec.clone(),
+            presigned: None,
+        })),
+    };
+    let submitted = apply(store, entry, &plain)?;
+    let request = match &submitted.result {
+        Ok(Applied::RequestRecorded { request })
+            if !submitted.replayed
+                && request.state == crate::request::RequestState::Approved
+                && request.id == presigned.request_id
+                && request.generation == presigned.generation =>
+        {
+            request
+        }
+        _ => return Ok(submitted),
+    };
+    let Some(issuer) = get_issuer(store, &request.issuer)? else {
+        return Ok(submitted);
+    };
+    if issuer.acm_pca.is_some()
+        || issuer.key.is_none()
+        || presigned.aws_request_id.is_some()
+        || !presigned.chain_pem.ends_with(&issuer.chain_pem)
+    {
+        return Ok(submitted);
+    }
+    let outcome = Proposal::new(
+        proposal.proposed_at,
+        Principal::system(ISSUANCE_WORKER, "issuance worker"),
+        Command::CompleteIssuance(Box::new(presigned.clone())),
+    );
+    let at = EntryContext {
+        part: entry.part | PRESIGNED_PART,
+        ..entry
+    };
+    match apply(store, at, &outcome)?.result {
+        Ok(applied) => Ok(Outcome {
+            index: entry.index,
+            result: Ok(applied),
+            replayed: false,
+        }),
+        Err(_) => Ok(submitted),
+    }
 }
 
 /// Audit, remember the idempotent answer and advance the state digest: the same for every command.

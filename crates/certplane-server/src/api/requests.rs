@@ -5,6 +5,8 @@
 //!  body ─► zone path, names (lowercase, IDNA, no trailing dot, wildcard rules), CSR verified or key
 //!          spec checked, validity (default: the zone's maximum) ─► RequestSpec
 //!       ─► SubmitRequest (policy evaluated in apply) ─► approved ─► leader's issuance worker
+//!          (or, when the dry run here finds it approved at once, signed ahead and issued by the same
+//!          entry: workers::signing)
 //!       ─► wait (bounded) for issued / failed ─► answer
 //! ```
 
@@ -422,15 +424,35 @@ pub async fn submit(
     hash: Option<String>,
     wait: Duration,
 ) -> ApiResult<(StatusCode, Json<RequestView>)> {
+    let id = new_request_id();
+    // Sign ahead when this node's dry run says the request is approved at once: one commit for the
+    // submission and its certificate instead of two (decision 0015).
+    let presigned = {
+        let view = state.node.view();
+        let signers = state.signers.clone();
+        let kek = state.kek.clone();
+        let spec = intake.spec.clone();
+        let id = id.clone();
+        tokio::task::spawn_blocking(move || {
+            crate::workers::signing::presign(&view, &id, &spec, &signers, kek.as_deref(), now_ms())
+        })
+        .await
+        .ok()
+        .flatten()
+    };
     let command = Command::SubmitRequest(Box::new(SubmitRequest {
-        id: new_request_id(),
+        id,
         spec: intake.spec,
+        presigned,
     }));
     let proposal =
         Proposal::new(Timestamp(now_ms()), principal, command).with_idempotency(idem, hash);
     let outcome = state.node.write(proposal).await?;
     let record = match outcome.result {
-        Ok(Applied::RequestRecorded { request }) => *request,
+        // Recorded (approved, pending or final), or recorded and issued in the same entry.
+        Ok(Applied::RequestRecorded { request }) | Ok(Applied::RequestUpdated { request }) => {
+            *request
+        }
         Ok(other) => {
             return Err(ApiError::unavailable(format!(
                 "unexpected outcome {other:?}"
@@ -439,6 +461,13 @@ pub async fn submit(
         Err(rejection) => return Err(ApiError::from(rejection)),
     };
     let id = record.id.clone();
+    if record.certificate_id.is_some() {
+        // Issued by the entry itself: the answer came from the leader, and a follower reads the
+        // certificate only once it has applied that entry too.
+        let mut applied = state.node.sm.subscribe_applied();
+        let index = outcome.index;
+        let _ = tokio::time::timeout(super::READ_TIMEOUT, applied.wait_for(|a| *a >= index)).await;
+    }
     let record = wait_for_progress(state, record, wait).await;
     let certificate = certificate_of(state, &record).await?;
     let mut view = RequestView::new(record, certificate);

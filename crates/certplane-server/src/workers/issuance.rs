@@ -19,9 +19,8 @@ use std::time::Duration;
 use certplane_core::apply::{get_issuer, get_request, ISSUANCE_WORKER};
 use certplane_core::certificate::CertificateDetails;
 use certplane_core::certificate::RevocationReason;
-use certplane_core::command::CompleteIssuance;
 use certplane_core::issuer::IssuerRecord;
-use certplane_core::request::{KeySource, RequestRecord, RequestState};
+use certplane_core::request::RequestState;
 use certplane_core::store::{Keyspace, StateRead};
 use certplane_core::{Command, EncryptedKey, Principal, Proposal, Timestamp};
 use certplane_pki::Kek;
@@ -30,7 +29,6 @@ use openraft::async_runtime::WatchReceiver;
 use tokio::sync::{watch, Semaphore};
 
 use crate::api::now_ms;
-use crate::api::requests::pki_key_spec;
 
 /// AWS calls (issuance steps, revocations, ACM checks) in flight at once.
 const CONCURRENCY: usize = 32;
@@ -144,94 +142,6 @@ pub fn details_of(info: certplane_pki::CertificateInfo) -> CertificateDetails {
         is_ca: info.is_ca,
         self_signed: info.self_signed,
     }
-}
-
-/// What signing produced, ready to propose; or why the request cannot be issued at all.
-enum Signed {
-    Done(Box<CompleteIssuance>),
-    Refused(String),
-}
-
-/// Sign one approved request. CPU-bound: runs on a blocking thread.
-fn sign(
-    request: &RequestRecord,
-    issuer: &IssuerRecord,
-    signers: &SignerCache,
-    kek: Option<&Kek>,
-    now_ms: i64,
-) -> Signed {
-    let signer = match signers.get(issuer, kek) {
-        Ok(s) => s,
-        Err(e) => return Signed::Refused(e),
-    };
-    let (spki_der, generated) = match &request.spec.key {
-        KeySource::Csr { csr_pem } => match certplane_pki::csr::parse_csr(csr_pem) {
-            Ok(csr) => (csr.spki_der, None),
-            Err(e) => return Signed::Refused(format!("the CSR cannot be used: {e}")),
-        },
-        KeySource::Generate { spec } => {
-            match certplane_pki::keys::generate_key(&pki_key_spec(*spec)) {
-                Ok(key) => (key.spki_der.clone(), Some(key)),
-                Err(e) => return Signed::Refused(format!("key generation failed: {e}")),
-            }
-        }
-    };
-    // X.509 times have one-second resolution: start on a whole second so the validity the state
-    // machine reads back from the certificate is exactly what was approved, never more.
-    let not_before = now_ms - now_ms.rem_euclid(1000);
-    let not_after =
-        (not_before + request.spec.validity.0.saturating_mul(1000)).min(issuer.not_after.millis());
-    let mut dns_names = Vec::new();
-    let mut ip_addresses = Vec::new();
-    for san in &request.spec.sans {
-        match san {
-            certplane_core::names::San::Dns(name) => dns_names.push(name.clone()),
-            certplane_core::names::San::Ip(ip) => ip_addresses.push(*ip),
-        }
-    }
-    let serial = match certplane_pki::ca::new_serial() {
-        Ok(s) => s,
-        Err(e) => return Signed::Refused(format!("no randomness for a serial: {e}")),
-    };
-    let profile = certplane_pki::ca::LeafProfile {
-        serial,
-        common_name: request.spec.common_name.clone(),
-        dns_names,
-        ip_addresses,
-        not_before_ms: not_before,
-        not_after_ms: not_after,
-        spki_der,
-    };
-    let issued = match signer.issue(&profile) {
-        Ok(c) => c,
-        Err(e) => return Signed::Refused(format!("the issuer refused to sign: {e}")),
-    };
-    let info = match certplane_pki::inspect_certificate_der(&issued.cert_der) {
-        Ok(i) => i,
-        Err(e) => return Signed::Refused(format!("the signed certificate does not parse: {e}")),
-    };
-    let private_key = match generated {
-        None => None,
-        Some(key) => {
-            let Some(kek) = kek else {
-                return Signed::Refused("no key-encryption key to seal the generated key".into());
-            };
-            match certplane_pki::seal(kek, &key.pkcs8_der, info.fingerprint_sha256.as_bytes()) {
-                Ok(sealed) => Some(from_sealed(sealed)),
-                Err(e) => return Signed::Refused(format!("cannot seal the generated key: {e}")),
-            }
-        }
-    };
-    let details = details_of(info);
-    Signed::Done(Box::new(CompleteIssuance {
-        request_id: request.id.clone(),
-        generation: request.generation,
-        certificate_id: crate::api::certificates::record_id(&details.fingerprint_sha256),
-        chain_pem: format!("{}{}", issued.cert_pem, issuer.chain_pem),
-        details,
-        private_key,
-        aws_request_id: None,
-    }))
 }
 
 /// A permit of `limit`, or why there is none (the semaphore closed).
@@ -625,13 +535,21 @@ impl IssuanceWorker {
                 let req = request.clone();
                 let _core = take_permit(&self.signing).await?;
                 let signed = tokio::task::spawn_blocking(move || {
-                    sign(&req, &issuer, &signers, kek.as_deref(), now_ms())
+                    super::signing::sign(
+                        &req.id,
+                        req.generation,
+                        &req.spec,
+                        &issuer,
+                        &signers,
+                        kek.as_deref(),
+                        now_ms(),
+                    )
                 })
                 .await
                 .map_err(|e| e.to_string())?;
                 match signed {
-                    Signed::Done(done) => Command::CompleteIssuance(done),
-                    Signed::Refused(error) => {
+                    Ok(done) => Command::CompleteIssuance(done),
+                    Err(error) => {
                         metrics::counter!("certplane_issuance_failed_total").increment(1);
                         Command::FailIssuance {
                             request_id: request.id.clone(),

@@ -10,4 +10,5 @@ pub mod issuance;
 pub mod notices;
 pub mod pca;
 pub mod renewals;
+pub mod signing;
 pub mod webhooks;

@@ -4,6 +4,7 @@
 //! ```text
 //!  RenewalQueue[due_at ++ id] (intent) ─► SubmitRequest { id: renew-<cert>-<attempt>, renewal_of }
 //!      ─► policy and approval as for any request ─► issuance worker ─► successor certificate
+//!         (a renewal approved at once is signed here and issued by its own submission)
 //!      ─► the successor inherits the destinations and ARNs ─► deploy worker re-imports
 //! ```
 //!
@@ -25,6 +26,9 @@ use certplane_raft::node::RaftNode;
 use tokio::sync::{watch, Semaphore};
 
 use crate::workers::batch::Batcher;
+use crate::workers::issuance::SignerCache;
+use crate::workers::signing::presign;
+use certplane_pki::Kek;
 
 const EVERY: Duration = Duration::from_millis(500);
 const BATCH: usize = 4096;
@@ -85,17 +89,55 @@ pub fn renewal_spec(view: &impl StateRead, id: &str) -> Result<(String, RequestS
     Ok((renewal_request_id(id, schedule.attempts + 1), spec))
 }
 
-async fn submit_one(node: &RaftNode, submissions: &Batcher, id: &str) {
-    let (request_id, spec) = match renewal_spec(&node.view(), id) {
+/// What the worker needs to sign renewals ahead (decision 0015): the node's signers and its
+/// key-encryption key. Signing runs on blocking threads, at most one per core at a time.
+#[derive(Clone)]
+pub struct Signing {
+    pub signers: Arc<SignerCache>,
+    pub kek: Option<Arc<Kek>>,
+}
+
+async fn submit_one(
+    node: &RaftNode,
+    submissions: &Batcher,
+    signing: &Signing,
+    cores: &Arc<Semaphore>,
+    id: &str,
+) {
+    let view = node.view();
+    let (request_id, spec) = match renewal_spec(&view, id) {
         Ok(x) => x,
         Err(e) => {
             tracing::warn!(certificate = %id, error = %e, "cannot build the renewal");
             return;
         }
     };
+    // A renewal the zone approves at once is signed here and issued by its own submission.
+    let presigned = match cores.clone().acquire_owned().await {
+        Ok(core) => {
+            let (signing, spec, request_id) = (signing.clone(), spec.clone(), request_id.clone());
+            tokio::task::spawn_blocking(move || {
+                let signed = presign(
+                    &view,
+                    &request_id,
+                    &spec,
+                    &signing.signers,
+                    signing.kek.as_deref(),
+                    crate::api::now_ms(),
+                );
+                drop(core);
+                signed
+            })
+            .await
+            .ok()
+            .flatten()
+        }
+        Err(_) => None,
+    };
     let command = Command::SubmitRequest(Box::new(SubmitRequest {
         id: request_id.clone(),
         spec,
+        presigned,
     }));
     match submissions.write(command).await {
         Ok(result) => match result {
@@ -118,11 +160,15 @@ async fn submit_one(node: &RaftNode, submissions: &Batcher, id: &str) {
 
 pub async fn run(
     node: Arc<RaftNode>,
+    signing: Signing,
     rate: f64,
     clock: crate::workers::clock::SchedulerClock,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let permits = Arc::new(Semaphore::new(IN_FLIGHT));
+    let cores = Arc::new(Semaphore::new(
+        std::thread::available_parallelism().map_or(2, |n| n.get()),
+    ));
     // Proposals carry the scheduler's clock, so `apply` agrees with the worker that a renewal is due.
     let stamp = clock.clone();
     let submissions = Batcher::start(node.clone(), worker_principal(), move || {
@@ -148,8 +194,9 @@ pub async fn run(
                 };
                 let node = node.clone();
                 let submissions = submissions.clone();
+                let (signing, cores) = (signing.clone(), cores.clone());
                 tasks.spawn(async move {
-                    submit_one(&node, &submissions, &id).await;
+                    submit_one(&node, &submissions, &signing, &cores, &id).await;
                     drop(permit);
                 });
             }
