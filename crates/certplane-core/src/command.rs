@@ -429,6 +429,12 @@ pub enum Applied {
     RequestUpdated {
         request: Box<RequestRecord>,
     },
+    /// A submission issued by its own entry (decision 0015): the issued request and its
+    /// certificate, so the node that proposed it can answer before it has applied the entry itself.
+    RequestIssued {
+        request: Box<RequestRecord>,
+        certificate: Box<CertificateRecord>,
+    },
     CertificateRevoked {
         record: Box<CertificateRecord>,
     },

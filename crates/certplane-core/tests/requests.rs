@@ -3466,6 +3466,17 @@ fn submit_presigned(id: &str, spec: RequestSpec, n: u32, chained_to: &str) -> Co
     }))
 }
 
+/// The answer of a submission issued by its own entry: the request and its certificate.
+fn issued_by_entry(out: &Outcome) -> (RequestRecord, CertificateRecord) {
+    match &out.result {
+        Ok(Applied::RequestIssued {
+            request,
+            certificate,
+        }) => ((**request).clone(), (**certificate).clone()),
+        other => panic!("expected RequestIssued, got {other:?}"),
+    }
+}
+
 fn issued_serials(store: &MemStore) -> Vec<IssuedSerial> {
     records(store, Keyspace::IssuedSerials, "issued serial")
 }
@@ -3485,7 +3496,7 @@ fn a_presigned_request_approved_at_once_is_issued_by_its_own_entry() {
             "builtin",
         ),
     );
-    let issued = updated(&out);
+    let (issued, answered) = issued_by_entry(&out);
     assert_eq!(issued.state, RequestState::Issued);
     assert_eq!(
         issued.certificate_id.as_deref(),
@@ -3498,6 +3509,7 @@ fn a_presigned_request_approved_at_once_is_issued_by_its_own_entry() {
     assert!(queue(&log.store).is_empty(), "nothing left for the worker");
 
     let cert = certificate(&log.store, &cert_id(0xa1));
+    assert_eq!(cert, answered, "the answer carries the stored certificate");
     assert_eq!(cert.status, CertificateStatus::Active);
     assert_eq!((cert.zone.as_str(), cert.created_at), ("/prod", at));
     assert_eq!(
@@ -3558,7 +3570,7 @@ fn a_presigned_submission_retried_with_its_idempotency_key_yields_one_certificat
         .with_idempotency(Some("key-1".into()), Some("hash-1".into()))
     };
     let first = log.propose_full(proposal(1));
-    assert_eq!(updated(&first).state, RequestState::Issued);
+    assert_eq!(issued_by_entry(&first).0.state, RequestState::Issued);
     // A retry signed again (another certificate) and sent with the same key: the first answer.
     let retry = log.propose_full(proposal(2));
     assert!(retry.replayed);

@@ -262,7 +262,7 @@ pub const PRESIGNED_PART: u32 = 0x8000;
 /// leaves the request approved at generation 1 with a built-in issuer whose chain the certificate
 /// carries does the certificate apply, as the issuance worker's outcome with all of that outcome's
 /// checks, audit record and digest step, at part [`PRESIGNED_PART`]. The answer is then the issued
-/// request. Otherwise the certificate is dropped unrecorded, and an approved request stays in the
+/// request with its certificate ([`Applied::RequestIssued`]). Otherwise the certificate is dropped unrecorded, and an approved request stays in the
 /// issuance queue for the worker to sign: nothing anyone received was signed outside the log.
 fn apply_presigned(
     store: &mut impl StateStore,
@@ -314,14 +314,26 @@ fn apply_presigned(
         part: entry.part | PRESIGNED_PART,
         ..entry
     };
-    match apply(store, at, &outcome)?.result {
-        Ok(applied) => Ok(Outcome {
-            index: entry.index,
-            result: Ok(applied),
-            replayed: false,
-        }),
-        Err(_) => Ok(submitted),
-    }
+    let Ok(Applied::RequestUpdated { request }) = apply(store, at, &outcome)?.result else {
+        return Ok(submitted);
+    };
+    let certificate = match &request.certificate_id {
+        Some(id) => get_certificate(store, id)?,
+        None => None,
+    };
+    let result = match certificate {
+        Some(certificate) => Applied::RequestIssued {
+            request,
+            certificate: Box::new(certificate),
+        },
+        // Not reached: an issued request names the certificate just written.
+        None => Applied::RequestUpdated { request },
+    };
+    Ok(Outcome {
+        index: entry.index,
+        result: Ok(result),
+        replayed: false,
+    })
 }
 
 /// Audit, remember the idempotent answer and advance the state digest: the same for every command.

@@ -448,11 +448,14 @@ pub async fn submit(
     let proposal =
         Proposal::new(Timestamp(now_ms()), principal, command).with_idempotency(idem, hash);
     let outcome = state.node.write(proposal).await?;
-    let record = match outcome.result {
-        // Recorded (approved, pending or final), or recorded and issued in the same entry.
-        Ok(Applied::RequestRecorded { request }) | Ok(Applied::RequestUpdated { request }) => {
-            *request
-        }
+    let (record, issued) = match outcome.result {
+        Ok(Applied::RequestRecorded { request }) => (*request, None),
+        // Issued by its own entry: the answer carries the certificate, so a follower need not
+        // wait until it has applied the entry as well.
+        Ok(Applied::RequestIssued {
+            request,
+            certificate,
+        }) => (*request, Some(CertificateView::new(*certificate, now_ms()))),
         Ok(other) => {
             return Err(ApiError::unavailable(format!(
                 "unexpected outcome {other:?}"
@@ -461,15 +464,14 @@ pub async fn submit(
         Err(rejection) => return Err(ApiError::from(rejection)),
     };
     let id = record.id.clone();
-    if record.certificate_id.is_some() {
-        // Issued by the entry itself: the answer came from the leader, and a follower reads the
-        // certificate only once it has applied that entry too.
-        let mut applied = state.node.sm.subscribe_applied();
-        let index = outcome.index;
-        let _ = tokio::time::timeout(super::READ_TIMEOUT, applied.wait_for(|a| *a >= index)).await;
-    }
-    let record = wait_for_progress(state, record, wait).await;
-    let certificate = certificate_of(state, &record).await?;
+    let (record, certificate) = match issued {
+        Some(certificate) => (record, Some(certificate)),
+        None => {
+            let record = wait_for_progress(state, record, wait).await;
+            let certificate = certificate_of(state, &record).await?;
+            (record, certificate)
+        }
+    };
     let mut view = RequestView::new(record, certificate);
     view.warnings = intake.warnings;
     let status = if view.state == RequestState::Approved.as_str()
