@@ -4,7 +4,8 @@
 //! Each live certificate carries its notices with the time each is due, and the notice queue indexes
 //! the unsent ones by that time, so a pass reads only what is already due (no scan of the
 //! inventory, at failover or ever). `apply` checks the time against the proposal and marks the
-//! notice sent; the event reaches subscribers through the webhook deliveries.
+//! notice sent; the event reaches subscribers through the webhook deliveries. Notices due together
+//! are committed together through the worker's [`Batcher`] (decision 0013).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,12 +13,15 @@ use std::time::Duration;
 use certplane_core::apply::NOTICE_WORKER;
 use certplane_core::keys::expiry_key;
 use certplane_core::store::{Keyspace, StateRead};
-use certplane_core::{Command, Principal, Proposal, Timestamp};
+use certplane_core::{Command, Principal, Timestamp};
 use certplane_raft::node::RaftNode;
 use tokio::sync::watch;
 
+use crate::workers::batch::Batcher;
+
 const EVERY: Duration = Duration::from_secs(1);
-const BATCH: usize = 256;
+/// Notices read per pass: bounded work per pass whatever the backlog.
+const BATCH: usize = 1024;
 
 pub fn worker_principal() -> Principal {
     Principal::system(NOTICE_WORKER, "expiry notice worker")
@@ -43,31 +47,47 @@ pub fn due(view: &impl StateRead, now: Timestamp) -> Vec<(String, String)> {
 }
 
 pub async fn run(node: Arc<RaftNode>, mut shutdown: watch::Receiver<bool>) {
+    // Notices due together (every certificate of a batch reaches its threshold in the same second)
+    // share log entries instead of taking one commit round each.
+    let notices = Batcher::start(node.clone(), worker_principal(), || {
+        Timestamp(crate::api::now_ms())
+    });
     loop {
         if *shutdown.borrow() {
             return;
         }
         if node.is_leader() {
-            for (id, threshold) in due(&node.view(), Timestamp(crate::api::now_ms())) {
-                let proposal = Proposal::new(
-                    Timestamp(crate::api::now_ms()),
-                    worker_principal(),
-                    Command::NotifyExpiring {
-                        certificate_id: id.clone(),
+            let due = due(&node.view(), Timestamp(crate::api::now_ms()));
+            let full = due.len() >= BATCH;
+            let mut sent = tokio::task::JoinSet::new();
+            for (id, threshold) in due {
+                let notices = notices.clone();
+                sent.spawn(async move {
+                    let command = Command::NotifyExpiring {
+                        certificate_id: id,
                         threshold: threshold.clone(),
-                    },
-                );
-                match node.write(proposal).await {
-                    Ok(outcome) if outcome.result.is_ok() => {
+                    };
+                    (threshold, notices.write(command).await)
+                });
+            }
+            let mut failed = false;
+            while let Some(done) = sent.join_next().await {
+                match done {
+                    Ok((threshold, Ok(Ok(_)))) => {
                         metrics::counter!("certplane_expiry_notices_total", "threshold" => threshold)
                             .increment(1);
                     }
-                    Ok(_) => {}
-                    Err(e) => {
+                    Ok((_, Ok(Err(_)))) => {}
+                    Ok((_, Err(e))) => {
                         tracing::debug!(error = %e, "expiry notice not applied; retrying later");
-                        break;
+                        failed = true;
                     }
+                    Err(_) => failed = true,
                 }
+            }
+            if full && !failed {
+                // A full pass: more notices are due; look again at once.
+                continue;
             }
         }
         tokio::select! {
