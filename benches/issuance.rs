@@ -8,7 +8,8 @@
 //!
 //! Each at 1, 16 and 64 concurrent clients; ratios against cfssl and against the ceiling.
 //! Run: `./scripts/bench-issuance.sh` (installs cfssl), or
-//! `cargo bench -p certplane-server --bench issuance --profile dev -- --requests N` (default 500).
+//! `cargo bench -p certplane-server --bench issuance -- --requests N` (default 500; add
+//! `--profile dev` before `--` to reuse the test build).
 
 mod common;
 

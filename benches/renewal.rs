@@ -11,7 +11,8 @@
 //!    ((imports - 1) / seconds from first to last), the calls the quota refused (retried), and the
 //!    failed deployments (goal: none).
 //!
-//! Run: `cargo bench -p certplane-server --bench renewal --profile dev -- [--certs N] [--deploys M]`
+//! Run: `cargo bench -p certplane-server --bench renewal -- [--certs N] [--deploys M]` (add
+//! `--profile dev` before `--` to reuse the test build)
 
 #[path = "../tests/support/aws.rs"]
 mod aws;

@@ -11,4 +11,11 @@ if ! command -v cfssl >/dev/null 2>&1; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq golang-cfssl >/dev/null
 fi
-exec cargo bench -p certplane-server --bench issuance --profile dev -- "$@"
+# `--profile dev` first reuses the test build (no second RocksDB build); otherwise `cargo bench`
+# builds the optimised bench profile (decision 0014).
+profile=()
+if [ "${1:-}" = "--profile" ] && [ $# -ge 2 ]; then
+  profile=(--profile "$2")
+  shift 2
+fi
+exec cargo bench -p certplane-server --bench issuance "${profile[@]}" -- "$@"

@@ -1274,3 +1274,66 @@ async fn the_renewal_scheduler_runs_on_a_clock_the_test_moves() {
     assert!(request.starts_with("renew-"), "{request}");
     cluster.shutdown().await;
 }
+
+/// Decision 0015 on the real path: a request approved at once, sent to a follower, is signed by
+/// that follower and issued by its own log entry. The answer is 201 with a certificate that
+/// verifies, and the audit export shows the requester's submission and the issuance worker's
+/// outcome at one log index (the worker's queue would have put the outcome in a later entry).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_request_approved_at_once_is_issued_by_its_own_log_entry() {
+    let Issuing { cluster, _kek_dir } = start().await;
+    let (s, v) = put_zone(
+        &cluster,
+        "/",
+        json!({ "allowed_domains": { "value": [".example.test"] } }),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let leader = cluster.leader().await;
+    let follower = (1..=3).find(|n| *n != leader).expect("a follower");
+    let (s, v) = send(
+        &cluster,
+        follower,
+        reqwest::Method::POST,
+        "/v1/certificate-requests",
+        Some(&json!({ "zone": "/", "sans": ["fast.example.test"] })),
+        None,
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["state"], "issued", "{v}");
+    verify_chain(
+        v["certificate"]["chain_pem"]
+            .as_str()
+            .expect("the answer carries the chain"),
+        "fast.example.test",
+    );
+    let object = format!("request/{}", v["id"].as_str().expect("id"));
+
+    let export = cluster
+        .http
+        .get(format!("{}/v1/audit/export", cluster.node(leader).url()))
+        .bearer_auth(&cluster.token)
+        .send()
+        .await
+        .expect("export")
+        .text()
+        .await
+        .expect("body");
+    let trail: Vec<Value> = export
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).expect("a JSON line"))
+        .filter(|r| r["object"] == object.as_str())
+        .collect();
+    let actions: Vec<&str> = trail.iter().filter_map(|r| r["action"].as_str()).collect();
+    assert_eq!(
+        actions,
+        vec!["request.submit", "request.issued"],
+        "{trail:?}"
+    );
+    assert_ne!(trail[0]["actor"], "system:issuance");
+    assert_eq!(trail[1]["actor"], "system:issuance");
+    assert_eq!(trail[0]["log_index"], trail[1]["log_index"], "{trail:?}");
+    assert!(trail.iter().all(|r| r["outcome"] == "ok"), "{trail:?}");
+    cluster.shutdown().await;
+}
