@@ -1272,6 +1272,10 @@ async fn the_renewal_scheduler_runs_on_a_clock_the_test_moves() {
     assert_eq!(next["sans"], json!(["a.short.example"]));
     let request = next["request_id"].as_str().expect("renewal request");
     assert!(request.starts_with("renew-"), "{request}");
+    // The renewal worker signed it ahead: submitted and issued by one entry.
+    let trail = request_trail(&cluster, leader, request).await;
+    assert_issued_by_one_entry(&trail);
+    assert_eq!(trail[0]["actor"], "system:renewal", "{trail:?}");
     cluster.shutdown().await;
 }
 
@@ -1308,11 +1312,17 @@ async fn a_request_approved_at_once_is_issued_by_its_own_log_entry() {
             .expect("the answer carries the chain"),
         "fast.example.test",
     );
-    let object = format!("request/{}", v["id"].as_str().expect("id"));
+    let trail = request_trail(&cluster, leader, v["id"].as_str().expect("id")).await;
+    assert_ne!(trail[0]["actor"], "system:issuance");
+    assert_issued_by_one_entry(&trail);
+    cluster.shutdown().await;
+}
 
+/// The audit records of request `id`, in chain order, from node `node`'s export.
+async fn request_trail(cluster: &TestCluster, node: u64, id: &str) -> Vec<Value> {
     let export = cluster
         .http
-        .get(format!("{}/v1/audit/export", cluster.node(leader).url()))
+        .get(format!("{}/v1/audit/export", cluster.node(node).url()))
         .bearer_auth(&cluster.token)
         .send()
         .await
@@ -1320,20 +1330,24 @@ async fn a_request_approved_at_once_is_issued_by_its_own_log_entry() {
         .text()
         .await
         .expect("body");
-    let trail: Vec<Value> = export
+    let object = format!("request/{id}");
+    export
         .lines()
         .map(|line| serde_json::from_str::<Value>(line).expect("a JSON line"))
         .filter(|r| r["object"] == object.as_str())
-        .collect();
+        .collect()
+}
+
+/// The trail of a request signed ahead (decision 0015): its submission, then the issuance worker's
+/// outcome, both accepted at one log index (through the queue the outcome lands in a later entry).
+fn assert_issued_by_one_entry(trail: &[Value]) {
     let actions: Vec<&str> = trail.iter().filter_map(|r| r["action"].as_str()).collect();
     assert_eq!(
         actions,
         vec!["request.submit", "request.issued"],
         "{trail:?}"
     );
-    assert_ne!(trail[0]["actor"], "system:issuance");
-    assert_eq!(trail[1]["actor"], "system:issuance");
+    assert_eq!(trail[1]["actor"], "system:issuance", "{trail:?}");
     assert_eq!(trail[0]["log_index"], trail[1]["log_index"], "{trail:?}");
     assert!(trail.iter().all(|r| r["outcome"] == "ok"), "{trail:?}");
-    cluster.shutdown().await;
 }

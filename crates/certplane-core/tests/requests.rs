@@ -145,11 +145,6 @@ fn cert_id(n: u32) -> String {
 /// What the worker read back from the certificate it signed for `request`: exactly the approved
 /// names and validity; `n` picks the serial and fingerprint.
 fn issued_details(request: &RequestRecord, n: u32) -> CertificateDetails {
-    details_for(request, n)
-}
-
-/// The details of a certificate signed for `request`'s names and validity (see [`issued_details`]).
-fn details_for(request: &RequestRecord, n: u32) -> CertificateDetails {
     CertificateDetails {
         fingerprint_sha256: format!("{n:064x}"),
         subject: request

@@ -433,12 +433,20 @@ pub async fn submit(
         let kek = state.kek.clone();
         let spec = intake.spec.clone();
         let id = id.clone();
-        tokio::task::spawn_blocking(move || {
-            crate::workers::signing::presign(&view, &id, &spec, &signers, kek.as_deref(), now_ms())
-        })
-        .await
-        .ok()
-        .flatten()
+        state
+            .signers
+            .run_blocking(move || {
+                crate::workers::signing::presign(
+                    &view,
+                    &id,
+                    &spec,
+                    &signers,
+                    kek.as_deref(),
+                    now_ms(),
+                )
+            })
+            .await
+            .flatten()
     };
     let command = Command::SubmitRequest(Box::new(SubmitRequest {
         id,

@@ -44,13 +44,37 @@ pub fn worker_principal() -> Principal {
     Principal::system(ISSUANCE_WORKER, "issuance worker")
 }
 
-/// Signers built from issuers' sealed keys, keyed by issuer name and record revision.
-#[derive(Default)]
+/// Signers built from issuers' sealed keys, keyed by issuer name and record revision; and the
+/// node's signing slots. Every signer on the node shares one cache: the API (signing ahead), the
+/// issuance worker and the renewal worker.
 pub struct SignerCache {
     signers: Mutex<HashMap<String, (u64, Arc<certplane_pki::ca::Signer>)>>,
+    /// Signing is CPU-bound: one blocking task per core at a time, whoever asks; the rest wait.
+    cores: Arc<Semaphore>,
+}
+
+impl Default for SignerCache {
+    fn default() -> Self {
+        SignerCache {
+            signers: Mutex::new(HashMap::new()),
+            cores: Arc::new(Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            )),
+        }
+    }
 }
 
 impl SignerCache {
+    /// Run CPU-bound signing `work` on a blocking thread once a core is free; `None` when the
+    /// task could not run to the end (the runtime is shutting down).
+    pub async fn run_blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Option<T> {
+        let _core = self.cores.clone().acquire_owned().await.ok()?;
+        tokio::task::spawn_blocking(work).await.ok()
+    }
+
     pub fn get(
         &self,
         issuer: &IssuerRecord,
@@ -176,8 +200,6 @@ pub struct IssuanceWorker {
     in_flight: Mutex<HashSet<String>>,
     permits: Arc<Semaphore>,
     pending: Arc<Semaphore>,
-    /// Signing is CPU-bound: one blocking task per core at a time, the rest wait their turn.
-    signing: Arc<Semaphore>,
     /// Outcomes signed at the same time share one log entry.
     outcomes: super::batch::Batcher,
     cursor: Mutex<QueueCursor>,
@@ -207,9 +229,6 @@ impl IssuanceWorker {
             in_flight: Mutex::new(HashSet::new()),
             permits: Arc::new(Semaphore::new(CONCURRENCY)),
             pending: Arc::new(Semaphore::new(PENDING)),
-            signing: Arc::new(Semaphore::new(
-                std::thread::available_parallelism().map_or(2, |n| n.get()),
-            )),
             outcomes,
             cursor: Mutex::new(QueueCursor {
                 next: Vec::new(),
@@ -533,20 +552,21 @@ impl IssuanceWorker {
                 let signers = self.signers.clone();
                 let kek = self.kek.clone();
                 let req = request.clone();
-                let _core = take_permit(&self.signing).await?;
-                let signed = tokio::task::spawn_blocking(move || {
-                    super::signing::sign(
-                        &req.id,
-                        req.generation,
-                        &req.spec,
-                        &issuer,
-                        &signers,
-                        kek.as_deref(),
-                        now_ms(),
-                    )
-                })
-                .await
-                .map_err(|e| e.to_string())?;
+                let signed = self
+                    .signers
+                    .run_blocking(move || {
+                        super::signing::sign(
+                            &req.id,
+                            req.generation,
+                            &req.spec,
+                            &issuer,
+                            &signers,
+                            kek.as_deref(),
+                            now_ms(),
+                        )
+                    })
+                    .await
+                    .ok_or("signing was interrupted")?;
                 match signed {
                     Ok(done) => Command::CompleteIssuance(done),
                     Err(error) => {

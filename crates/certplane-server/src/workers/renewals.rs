@@ -90,20 +90,14 @@ pub fn renewal_spec(view: &impl StateRead, id: &str) -> Result<(String, RequestS
 }
 
 /// What the worker needs to sign renewals ahead (decision 0015): the node's signers and its
-/// key-encryption key. Signing runs on blocking threads, at most one per core at a time.
+/// key-encryption key. Signing takes the node's signing slots ([`SignerCache::run_blocking`]).
 #[derive(Clone)]
 pub struct Signing {
     pub signers: Arc<SignerCache>,
     pub kek: Option<Arc<Kek>>,
 }
 
-async fn submit_one(
-    node: &RaftNode,
-    submissions: &Batcher,
-    signing: &Signing,
-    cores: &Arc<Semaphore>,
-    id: &str,
-) {
+async fn submit_one(node: &RaftNode, submissions: &Batcher, signing: &Signing, id: &str) {
     let view = node.view();
     let (request_id, spec) = match renewal_spec(&view, id) {
         Ok(x) => x,
@@ -113,27 +107,22 @@ async fn submit_one(
         }
     };
     // A renewal the zone approves at once is signed here and issued by its own submission.
-    let presigned = match cores.clone().acquire_owned().await {
-        Ok(core) => {
-            let (signing, spec, request_id) = (signing.clone(), spec.clone(), request_id.clone());
-            tokio::task::spawn_blocking(move || {
-                let signed = presign(
-                    &view,
-                    &request_id,
-                    &spec,
-                    &signing.signers,
-                    signing.kek.as_deref(),
-                    crate::api::now_ms(),
-                );
-                drop(core);
-                signed
-            })
-            .await
-            .ok()
-            .flatten()
-        }
-        Err(_) => None,
-    };
+    let (signers, kek) = (signing.signers.clone(), signing.kek.clone());
+    let (ahead_id, ahead_spec) = (request_id.clone(), spec.clone());
+    let presigned = signing
+        .signers
+        .run_blocking(move || {
+            presign(
+                &view,
+                &ahead_id,
+                &ahead_spec,
+                &signers,
+                kek.as_deref(),
+                crate::api::now_ms(),
+            )
+        })
+        .await
+        .flatten();
     let command = Command::SubmitRequest(Box::new(SubmitRequest {
         id: request_id.clone(),
         spec,
@@ -166,9 +155,6 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let permits = Arc::new(Semaphore::new(IN_FLIGHT));
-    let cores = Arc::new(Semaphore::new(
-        std::thread::available_parallelism().map_or(2, |n| n.get()),
-    ));
     // Proposals carry the scheduler's clock, so `apply` agrees with the worker that a renewal is due.
     let stamp = clock.clone();
     let submissions = Batcher::start(node.clone(), worker_principal(), move || {
@@ -194,9 +180,9 @@ pub async fn run(
                 };
                 let node = node.clone();
                 let submissions = submissions.clone();
-                let (signing, cores) = (signing.clone(), cores.clone());
+                let signing = signing.clone();
                 tasks.spawn(async move {
-                    submit_one(&node, &submissions, &signing, &cores, &id).await;
+                    submit_one(&node, &submissions, &signing, &id).await;
                     drop(permit);
                 });
             }
