@@ -2,6 +2,12 @@
 
 use clap::Parser;
 
+/// mimalloc instead of the system allocator: a node allocates and frees small buffers at a high rate
+/// while it applies the log, and glibc's malloc spent about a tenth of a renewal sweep's CPU
+/// (decision 0016).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     // One process-wide TLS crypto provider for the HTTP client and the cluster's gRPC.
     let _ = rustls::crypto::ring::default_provider().install_default();

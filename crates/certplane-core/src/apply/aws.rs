@@ -14,7 +14,7 @@
 //! certificate it already issued; the replicated state remembers the token and the ARN beyond the
 //! hour AWS does (DESIGN.md section 3).
 
-use super::inventory::{unindex, write_certificate};
+use super::inventory::{write_certificate, Indexed};
 use super::requests::{get_request, write_request_record, ISSUANCE_WORKER};
 use super::{get_certificate, EntryContext};
 use crate::certificate::CertificateRecord;
@@ -294,7 +294,7 @@ pub(super) fn record_acm_check(
         }
         successor = Some(renewed);
     }
-    unindex(store, &record);
+    let indexed = Indexed::of(&record);
     untrack(store, &mut record);
     if let Some(aws) = record.issuance.as_mut().and_then(|l| l.aws.as_mut()) {
         aws.acm_status = Some(check.status.clone());
@@ -309,7 +309,7 @@ pub(super) fn record_acm_check(
             if record.status == crate::certificate::CertificateStatus::Active {
                 track(store, &mut record, check.next_check_at);
             }
-            write_certificate(store, &record);
+            indexed.rewrite(store, &record);
             None
         }
         Some(renewed) => {
@@ -332,7 +332,7 @@ pub(super) fn record_acm_check(
             }
             track(store, &mut next, check.next_check_at);
             record.superseded_by = Some(next.id.clone());
-            write_certificate(store, &record);
+            indexed.rewrite(store, &record);
             store.put(
                 Keyspace::ByFingerprint,
                 next.details.fingerprint_sha256.as_bytes(),

@@ -1,7 +1,7 @@
 //! Deployments and automatic renewal in the state machine: the intents the leader's deploy and
 //! renewal workers act on, and the outcomes they propose back (DESIGN.md section 3).
 
-use super::inventory::{unindex, write_certificate};
+use super::inventory::Indexed;
 use super::{get_certificate, EntryContext};
 use crate::certificate::CertificateRecord;
 use crate::command::{Applied, Proposal, RecordDeployment, Rejection};
@@ -251,7 +251,7 @@ pub(super) fn renewal_submitted(
     if cert.renewal.is_none() || !cert.is_live() {
         return Ok(());
     }
-    unindex(store, &cert);
+    let indexed = Indexed::of(&cert);
     if let Some(schedule) = cert.renewal.as_mut() {
         schedule.attempts += 1;
         if request.state.is_final() {
@@ -273,7 +273,7 @@ pub(super) fn renewal_submitted(
         }
     }
     cert.revision = entry.index;
-    write_certificate(store, &cert);
+    indexed.rewrite(store, &cert);
     Ok(())
 }
 
@@ -296,7 +296,7 @@ pub(super) fn renewal_ended(
     if !running || !cert.is_live() {
         return Ok(());
     }
-    unindex(store, &cert);
+    let indexed = Indexed::of(&cert);
     if let Some(schedule) = cert.renewal.as_mut() {
         schedule.request_id = None;
         schedule.last_error = Some(format!(
@@ -313,7 +313,7 @@ pub(super) fn renewal_ended(
         );
     }
     cert.revision = entry.index;
-    write_certificate(store, &cert);
+    indexed.rewrite(store, &cert);
     Ok(())
 }
 
@@ -392,7 +392,7 @@ pub(super) fn record_deployment(
             )));
         }
     }
-    unindex(store, &cert);
+    let indexed = Indexed::of(&cert);
     let d = &mut cert.deployments[rec.destination];
     d.attempts += 1;
     match &rec.outcome {
@@ -431,7 +431,7 @@ pub(super) fn record_deployment(
     }
     cert.revision = entry.index;
     cert.updated_at = proposal.proposed_at;
-    write_certificate(store, &cert);
+    indexed.rewrite(store, &cert);
     Ok(Ok(Applied::DeploymentRecorded {
         record: Box::new(cert),
         destination: rec.destination,

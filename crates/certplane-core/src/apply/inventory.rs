@@ -12,6 +12,7 @@ use crate::policy::normalize_zone_path;
 use crate::principal::Permission;
 use crate::store::{Keyspace, StateRead, StateStore};
 use crate::time::Timestamp;
+use std::collections::BTreeSet;
 
 /// The principal the leader's notice worker proposes expiry notices as.
 pub const NOTICE_WORKER: &str = "system:notices";
@@ -37,6 +38,7 @@ pub(super) fn import_certificate(
             )));
         };
         let mut changed = false;
+        let indexed = Indexed::of(&record);
         if record.status == CertificateStatus::Revoked || record.revocation.is_some() {
             // A revoked certificate stays revoked (also once retired): importing it again changes
             // nothing.
@@ -47,7 +49,6 @@ pub(super) fn import_certificate(
         }
         if record.status == CertificateStatus::Retired {
             // Importing a retired certificate again brings it back under management.
-            unindex(store, &record);
             record.status = CertificateStatus::Active;
             record.retired_at = None;
             record.owner = import.owner.clone();
@@ -67,7 +68,7 @@ pub(super) fn import_certificate(
             record.generation += 1;
             record.revision = entry.index;
             record.updated_at = proposal.proposed_at;
-            write_certificate(store, &record);
+            indexed.rewrite(store, &record);
         }
         return Ok(Ok(Applied::CertificateImported {
             record: Box::new(record),
@@ -152,14 +153,14 @@ pub(super) fn retire_certificate(
         }));
     }
     let was = record.status;
-    unindex(store, &record);
+    let indexed = Indexed::of(&record);
     super::deployments::leave_acm(store, &mut record, proposal.proposed_at)?;
     record.status = CertificateStatus::Retired;
     record.retired_at = Some(proposal.proposed_at);
     record.updated_at = proposal.proposed_at;
     record.generation += 1;
     record.revision = entry.index;
-    write_certificate(store, &record);
+    indexed.rewrite(store, &record);
     let mut c = counts(store)?;
     match was {
         CertificateStatus::Revoked => c.revoked = c.revoked.saturating_sub(1),
@@ -205,7 +206,7 @@ pub(super) fn revoke_certificate(
         )));
     };
     let was = record.status;
-    unindex(store, &record);
+    let indexed = Indexed::of(&record);
     super::deployments::leave_acm(store, &mut record, proposal.proposed_at)?;
     record.status = CertificateStatus::Revoked;
     record.revocation = Some(Revocation {
@@ -226,7 +227,7 @@ pub(super) fn revoke_certificate(
     record.updated_at = proposal.proposed_at;
     record.generation += 1;
     record.revision = entry.index;
-    write_certificate(store, &record);
+    indexed.rewrite(store, &record);
     let serial = record.details.serial.clone();
     store.put(
         Keyspace::Revocations,
@@ -342,10 +343,10 @@ pub(super) fn notify_expiring(
             format!("the {threshold} notice of certificate {id} is not due yet"),
         )));
     }
-    unindex(store, &record);
+    let indexed = Indexed::of(&record);
     record.notices[pos].sent_at = Some(proposal.proposed_at);
     record.revision = entry.index;
-    write_certificate(store, &record);
+    indexed.rewrite(store, &record);
     Ok(Ok(Applied::ExpiryNoticed {
         record: Box::new(record),
         threshold: threshold.to_string(),
@@ -364,10 +365,32 @@ pub(super) fn write_certificate(store: &mut impl StateStore, record: &Certificat
     }
 }
 
-/// Remove the index entries of the record as stored, before its fields change.
-pub(super) fn unindex(store: &mut impl StateStore, record: &CertificateRecord) {
-    for (ks, key) in index_entries(record) {
-        store.delete(ks, &key);
+/// The secondary index entries of a certificate as stored, taken before its fields change. Writing
+/// the changed record through [`Indexed::rewrite`] then deletes only the entries it no longer has and
+/// adds only the new ones: a renewal marks the superseded certificate without deleting and writing
+/// back its dozens of unchanged name trigrams and other index keys.
+pub(super) struct Indexed(BTreeSet<(Keyspace, Vec<u8>)>);
+
+impl Indexed {
+    pub(super) fn of(record: &CertificateRecord) -> Self {
+        Indexed(index_entries(record).into_iter().collect())
+    }
+
+    /// Write the record, then bring its index entries from what they were to what its fields call
+    /// for now.
+    pub(super) fn rewrite(self, store: &mut impl StateStore, record: &CertificateRecord) {
+        store.put(
+            Keyspace::Certificates,
+            record.id.as_bytes(),
+            &encode_record(record),
+        );
+        let now: BTreeSet<(Keyspace, Vec<u8>)> = index_entries(record).into_iter().collect();
+        for (ks, key) in self.0.difference(&now) {
+            store.delete(*ks, key);
+        }
+        for (ks, key) in now.difference(&self.0) {
+            store.put(*ks, key, b"");
+        }
     }
 }
 

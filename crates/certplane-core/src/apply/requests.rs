@@ -4,7 +4,7 @@
 //! change that lands between a client's dry run and its submission is honoured, and every node reaches
 //! the same verdict (DESIGN.md section 2).
 
-use super::inventory::{unindex, write_certificate};
+use super::inventory::{write_certificate, Indexed};
 use super::issuers::{get_issuer, put_issuer};
 use super::{counts, forbidden_unless, get_certificate, put_counts, EntryContext};
 use crate::certificate::{AwsIssued, CertificateRecord, CertificateStatus, IssuanceLink};
@@ -74,14 +74,24 @@ pub fn issuance_queue_key(queued_at: u64, id: &str) -> Vec<u8> {
 }
 
 fn write_request(store: &mut impl StateStore, record: &RequestRecord) {
+    rewrite_request(store, &[], record);
+}
+
+/// Write `record` over a stored request whose index entries were `before`: only the entries that
+/// changed are deleted or added.
+fn rewrite_request(store: &mut impl StateStore, before: &[Vec<u8>], record: &RequestRecord) {
+    let now = request_index_entries(record);
+    for key in before.iter().filter(|k| !now.contains(k)) {
+        store.delete(Keyspace::RequestIndex, key);
+    }
     // An AWS issuance stays queued while `issuing`: a new leader resumes it from the last step.
     store.put(
         Keyspace::Requests,
         record.id.as_bytes(),
         &encode_record(record),
     );
-    for key in request_index_entries(record) {
-        store.put(Keyspace::RequestIndex, &key, b"");
+    for key in now.iter().filter(|k| !before.contains(k)) {
+        store.put(Keyspace::RequestIndex, key, b"");
     }
     let queue_key = issuance_queue_key(record.queued_at, &record.id);
     if matches!(record.state, RequestState::Approved | RequestState::Issuing) {
@@ -91,20 +101,13 @@ fn write_request(store: &mut impl StateStore, record: &RequestRecord) {
     }
 }
 
-/// Replace `old` by `new` (same id): drop the old index entries, write the new record.
+/// Replace `old` by `new` (same id): the new record, with the index entries that changed.
 pub(crate) fn write_request_record(
     store: &mut impl StateStore,
     old: &RequestRecord,
     new: &RequestRecord,
 ) {
-    unindex_request(store, old);
-    write_request(store, new);
-}
-
-fn unindex_request(store: &mut impl StateStore, record: &RequestRecord) {
-    for key in request_index_entries(record) {
-        store.delete(Keyspace::RequestIndex, &key);
-    }
+    rewrite_request(store, &request_index_entries(old), new);
 }
 
 /// The approval the zone asks for, from its effective policy.
@@ -584,13 +587,13 @@ pub(super) fn complete_issuance(
     super::deployments::note_places(store, &record.deployments)?;
     if let Some(old_id) = &request.spec.renewal_of {
         if let Some(mut old) = get_certificate(store, old_id)? {
-            unindex(store, &old);
+            let indexed = Indexed::of(&old);
             old.superseded_by = Some(record.id.clone());
             super::deployments::cancel_open(&mut old);
             old.updated_at = proposal.proposed_at;
             old.generation += 1;
             old.revision = entry.index;
-            write_certificate(store, &old);
+            indexed.rewrite(store, &old);
         }
     }
     store.put(
@@ -609,13 +612,13 @@ pub(super) fn complete_issuance(
     c.active += 1;
     put_counts(store, c);
 
-    unindex_request(store, &request);
+    let indexed = request_index_entries(&request);
     request.state = RequestState::Issued;
     request.certificate_id = Some(record.id.clone());
     request.updated_at = proposal.proposed_at;
     request.generation += 1;
     request.revision = entry.index;
-    write_request(store, &request);
+    rewrite_request(store, &indexed, &request);
     Ok(Ok(Applied::RequestUpdated {
         request: Box::new(request),
     }))
@@ -648,13 +651,13 @@ fn record_failure(
     mut request: RequestRecord,
     error: &str,
 ) -> Result<RequestRecord, CoreError> {
-    unindex_request(store, &request);
+    let indexed = request_index_entries(&request);
     request.state = RequestState::Failed;
     request.error = Some(error.to_string());
     request.updated_at = proposal.proposed_at;
     request.generation += 1;
     request.revision = entry.index;
-    write_request(store, &request);
+    rewrite_request(store, &indexed, &request);
     super::deployments::renewal_ended(store, entry, proposal, &request)?;
     Ok(request)
 }
