@@ -1559,6 +1559,133 @@ fn a_renewal_links_the_certificates_and_a_certificate_is_renewed_once() {
     assert_eq!(counts(&log.store).unwrap().active, 3);
 }
 
+/// Records every write `apply` makes, on top of the in-memory store.
+struct Recording<'a> {
+    store: &'a mut MemStore,
+    writes: Vec<(Keyspace, Vec<u8>, bool)>,
+}
+
+impl StateRead for Recording<'_> {
+    fn get(&self, ks: Keyspace, key: &[u8]) -> Result<Option<Vec<u8>>, certplane_core::StoreError> {
+        self.store.get(ks, key)
+    }
+    fn scan(
+        &self,
+        ks: Keyspace,
+        from: &[u8],
+        to: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, certplane_core::StoreError> {
+        self.store.scan(ks, from, to, limit)
+    }
+    fn scan_rev(
+        &self,
+        ks: Keyspace,
+        from: &[u8],
+        to: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, certplane_core::StoreError> {
+        self.store.scan_rev(ks, from, to, limit)
+    }
+}
+
+impl certplane_core::StateStore for Recording<'_> {
+    fn put(&mut self, ks: Keyspace, key: &[u8], value: &[u8]) {
+        self.writes.push((ks, key.to_vec(), false));
+        self.store.put(ks, key, value);
+    }
+    fn delete(&mut self, ks: Keyspace, key: &[u8]) {
+        self.writes.push((ks, key.to_vec(), true));
+        self.store.delete(ks, key);
+    }
+}
+
+/// A renewal rewrites the superseded certificate's record, but none of its index entries that stay
+/// the same (owner, zone, issuer, status, expiry, name trigrams): every node would otherwise delete
+/// and write back dozens of keys per renewal. Only the notices it no longer sends leave their queue.
+/// The issued request likewise keeps its unchanged index entries.
+#[test]
+fn a_renewal_writes_only_the_index_entries_that_change() {
+    let mut log = Log::initialized();
+    let r1 = log.approved("req_1", spec("/", &["www.payments.corp.example"]));
+    let a = log.issue(&r1, 1);
+    let mut renewal = spec("/", &["www.payments.corp.example"]);
+    renewal.renewal_of = Some(a.id.clone());
+    let r2 = log.approved("req_2", renewal);
+
+    let proposal = Proposal::new(log.now(), worker(), complete(&r2, 2));
+    let mut recording = Recording {
+        store: &mut log.store,
+        writes: Vec::new(),
+    };
+    let entry = certplane_core::EntryContext {
+        index: log.next,
+        term: 1,
+        part: 0,
+    };
+    let out = certplane_core::apply(&mut recording, entry, &proposal).expect("applies");
+    assert_eq!(updated(&out).state, RequestState::Issued);
+    let writes = recording.writes;
+    log.next += 1;
+
+    let ends_with = |key: &[u8], id: &str| key.ends_with(id.as_bytes());
+    let old: Vec<_> = writes
+        .iter()
+        .filter(|(ks, key, _)| *ks != Keyspace::Audit && ends_with(key, &a.id))
+        .map(|(ks, _, deleted)| (*ks, *deleted))
+        .collect();
+    assert_eq!(
+        old,
+        vec![(Keyspace::Certificates, false)],
+        "the superseded certificate: its record only"
+    );
+    let old_notices = writes
+        .iter()
+        .filter(|(ks, key, deleted)| {
+            *ks == Keyspace::NoticeQueue && *deleted && key[8..].starts_with(a.id.as_bytes())
+        })
+        .count();
+    assert_eq!(
+        old_notices,
+        a.notices.len(),
+        "its unsent notices leave the queue"
+    );
+    let request_index: Vec<_> = writes
+        .iter()
+        .filter(|(ks, _, _)| *ks == Keyspace::RequestIndex)
+        .map(|(_, key, deleted)| (String::from_utf8_lossy(key).into_owned(), *deleted))
+        .collect();
+    assert_eq!(
+        request_index,
+        vec![
+            (
+                String::from_utf8_lossy(&certplane_core::apply::request_index_key(
+                    "state", "approved", "req_2"
+                ))
+                .into_owned(),
+                true
+            ),
+            (
+                String::from_utf8_lossy(&certplane_core::apply::request_index_key(
+                    "state", "issued", "req_2"
+                ))
+                .into_owned(),
+                false
+            ),
+        ],
+        "the request changes state and nothing else it is indexed by"
+    );
+    // The new certificate is indexed in full, and the old one is still found by name.
+    let b = certificate(&log.store, &updated(&out).certificate_id.unwrap());
+    for id in [&a.id, &b.id] {
+        let hits = keys_of(&log.store, Keyspace::ByNameTrigram, b"pay")
+            .into_iter()
+            .filter(|k| ends_with(k, id))
+            .count();
+        assert_eq!(hits, 1, "{id} is indexed under the trigram `pay`");
+    }
+}
+
 /// Two renewals of one certificate approved before either is issued: only the first may supersede
 /// it, so the links stay a chain (`a.superseded_by = b` exactly when `b.supersedes = a`).
 #[test]
