@@ -25,16 +25,26 @@ pub fn destinations_for(
     store: &impl StateRead,
     spec: &RequestSpec,
 ) -> Result<Vec<Destination>, CoreError> {
-    if let Some(old) = spec.renewal_of.as_deref() {
-        if let Some(cert) = get_certificate(store, old)? {
-            if !cert.deployments.is_empty() {
-                return Ok(cert
-                    .deployments
-                    .iter()
-                    .map(|d| d.destination.clone())
-                    .collect());
-            }
-        }
+    let renewed = match spec.renewal_of.as_deref() {
+        Some(old) => get_certificate(store, old)?,
+        None => None,
+    };
+    destinations_given(store, spec, renewed.as_ref())
+}
+
+/// [`destinations_for`] with the certificate the request renews already read (`None` for a new
+/// certificate, or when it is gone).
+fn destinations_given(
+    store: &impl StateRead,
+    spec: &RequestSpec,
+    renewed: Option<&CertificateRecord>,
+) -> Result<Vec<Destination>, CoreError> {
+    if let Some(cert) = renewed.filter(|c| !c.deployments.is_empty()) {
+        return Ok(cert
+            .deployments
+            .iter()
+            .map(|d| d.destination.clone())
+            .collect());
     }
     match &spec.destinations {
         Some(list) => Ok(list.clone()),
@@ -46,17 +56,19 @@ pub fn destinations_for(
 }
 
 /// Why a request's destinations cannot work, checked when it is submitted: ACM import needs the
-/// private key, so a request that sends a CSR cannot have destinations.
+/// private key, so a request that sends a CSR cannot have destinations. `renewed` is the certificate
+/// the request renews, as the caller read it.
 pub(super) fn check_destinations(
     store: &impl StateRead,
     spec: &RequestSpec,
+    renewed: Option<&CertificateRecord>,
 ) -> Result<Option<Rejection>, CoreError> {
     if let Some(list) = &spec.destinations {
         if let Err(e) = crate::deploy::validate_destinations(list) {
             return Ok(Some(Rejection::new(RejectCode::InvalidArgument, e)));
         }
     }
-    let destinations = destinations_for(store, spec)?;
+    let destinations = destinations_given(store, spec, renewed)?;
     if !destinations.is_empty() && matches!(spec.key, KeySource::Csr { .. }) {
         return Ok(Some(Rejection::new(
             RejectCode::InvalidArgument,
@@ -71,10 +83,11 @@ pub(super) fn check_destinations(
 
 /// The deployments of a newly issued certificate: a renewal inherits every destination of its
 /// predecessor with the ARN (so the re-import goes to the same ACM certificate); a new certificate
-/// starts its own lineage.
+/// starts its own lineage. `renewed` is the certificate the request renews, as the caller read it.
 pub(super) fn new_deployments(
     store: &impl StateRead,
     request: &RequestRecord,
+    renewed: Option<&CertificateRecord>,
     certificate_id: &str,
     has_key: bool,
     now: Timestamp,
@@ -94,25 +107,21 @@ pub(super) fn new_deployments(
         deployed_at: None,
         observed_serial: None,
     };
-    if let Some(old) = request.spec.renewal_of.as_deref() {
-        if let Some(cert) = get_certificate(store, old)? {
-            if !cert.deployments.is_empty() {
-                return Ok(cert
-                    .deployments
-                    .iter()
-                    .map(|d| {
-                        fresh(
-                            d.destination.clone(),
-                            d.lineage.clone(),
-                            d.arn.clone(),
-                            d.import_started && d.arn.is_none(),
-                        )
-                    })
-                    .collect());
-            }
-        }
+    if let Some(cert) = renewed.filter(|c| !c.deployments.is_empty()) {
+        return Ok(cert
+            .deployments
+            .iter()
+            .map(|d| {
+                fresh(
+                    d.destination.clone(),
+                    d.lineage.clone(),
+                    d.arn.clone(),
+                    d.import_started && d.arn.is_none(),
+                )
+            })
+            .collect());
     }
-    Ok(destinations_for(store, &request.spec)?
+    Ok(destinations_given(store, &request.spec, None)?
         .into_iter()
         .map(|d| {
             let adopted = d.arn.clone();
@@ -123,17 +132,15 @@ pub(super) fn new_deployments(
 
 /// The renewal schedule of a newly issued certificate, when its zone renews automatically.
 pub(super) fn new_renewal(
-    store: &impl StateRead,
-    zone: &str,
+    policy: &crate::policy::EffectivePolicy,
     certificate_id: &str,
     not_before: Timestamp,
     not_after: Timestamp,
-) -> Result<Option<RenewalSchedule>, CoreError> {
-    let policy = crate::zone::effective_for(store, zone)?.0;
+) -> Option<RenewalSchedule> {
     if !policy.auto_renew.value {
-        return Ok(None);
+        return None;
     }
-    Ok(Some(RenewalSchedule {
+    Some(RenewalSchedule {
         due_at: renewal_due(
             certificate_id,
             not_before,
@@ -143,7 +150,7 @@ pub(super) fn new_renewal(
         attempts: 0,
         request_id: None,
         last_error: None,
-    }))
+    })
 }
 
 /// A certificate leaves management: open deployments are cancelled, and in a zone with
@@ -195,20 +202,21 @@ pub(super) fn cancel_open(record: &mut CertificateRecord) {
 
 /// The renewal worker may submit only the renewal that is due, under the id derived from the
 /// certificate and attempt (a second leader's copy of the same renewal is refused).
+/// `renewed` is the certificate the request renews, as the caller read it.
 pub(super) fn check_worker_renewal(
-    store: &impl StateRead,
     proposal: &Proposal,
     request_id: &str,
     spec: &RequestSpec,
-) -> Result<Option<Rejection>, CoreError> {
+    renewed: Option<&CertificateRecord>,
+) -> Option<Rejection> {
     if proposal.actor.id != RENEWAL_WORKER {
-        return Ok(None);
+        return None;
     }
-    let stale = |m: String| Ok(Some(Rejection::new(RejectCode::StaleGeneration, m)));
+    let stale = |m: String| Some(Rejection::new(RejectCode::StaleGeneration, m));
     let Some(old) = spec.renewal_of.as_deref() else {
         return stale("the renewal worker only submits renewals".into());
     };
-    let Some(cert) = get_certificate(store, old)? else {
+    let Some(cert) = renewed else {
         return stale(format!("no certificate with id {old}"));
     };
     let Some(schedule) = cert.renewal.as_ref().filter(|_| cert.is_live()) else {
@@ -226,30 +234,29 @@ pub(super) fn check_worker_renewal(
         ));
     }
     if proposal.proposed_at < schedule.due_at {
-        return Ok(Some(Rejection::new(
+        return Some(Rejection::new(
             RejectCode::Conflict,
             format!("certificate {old} is not due for renewal yet"),
-        )));
+        ));
     }
-    Ok(None)
+    None
 }
 
 /// A renewal request was recorded: the certificate leaves the renewal queue while it runs, or, when
-/// policy refused it, waits out a back-off.
+/// policy refused it, waits out a back-off. `renewed` is the certificate it renews, as the caller
+/// read it before recording the request.
 pub(super) fn renewal_submitted(
     store: &mut impl StateStore,
     entry: EntryContext,
     proposal: &Proposal,
     request: &RequestRecord,
-) -> Result<(), CoreError> {
-    let Some(old) = request.spec.renewal_of.as_deref() else {
-        return Ok(());
-    };
-    let Some(mut cert) = get_certificate(store, old)? else {
-        return Ok(());
+    renewed: Option<CertificateRecord>,
+) {
+    let Some(mut cert) = renewed else {
+        return;
     };
     if cert.renewal.is_none() || !cert.is_live() {
-        return Ok(());
+        return;
     }
     let indexed = Indexed::of(&cert);
     if let Some(schedule) = cert.renewal.as_mut() {
@@ -274,7 +281,6 @@ pub(super) fn renewal_submitted(
     }
     cert.revision = entry.index;
     indexed.rewrite(store, &cert);
-    Ok(())
 }
 
 /// A renewal request ended without a certificate (failed, rejected by an approver, expired): the

@@ -281,11 +281,30 @@ pub(super) fn expiry_notices(
     zone: &str,
     not_after: Timestamp,
 ) -> Result<Vec<ExpiryNotice>, CoreError> {
-    let policy = if normalize_zone_path(zone).ok().as_deref() == Some(zone) {
+    Ok(expiry_notices_under(
+        &certificate_policy(store, zone)?,
+        not_after,
+    ))
+}
+
+/// The policy a certificate in `zone` lives under: its zone's effective policy, or the defaults for
+/// a zone name that is not a zone path (an imported certificate's, say).
+pub(super) fn certificate_policy(
+    store: &impl StateRead,
+    zone: &str,
+) -> Result<crate::policy::EffectivePolicy, CoreError> {
+    Ok(if normalize_zone_path(zone).ok().as_deref() == Some(zone) {
         crate::zone::effective_for(store, zone)?.0
     } else {
         crate::policy::effective(&[])
-    };
+    })
+}
+
+/// The expiry notices of a certificate expiring at `not_after` under `policy`.
+pub(super) fn expiry_notices_under(
+    policy: &crate::policy::EffectivePolicy,
+    not_after: Timestamp,
+) -> Vec<ExpiryNotice> {
     let mut out = Vec::new();
     for (threshold, span) in [
         ("notify_before", policy.notify_before.value),
@@ -298,7 +317,7 @@ pub(super) fn expiry_notices(
             sent_at: None,
         });
     }
-    Ok(out)
+    out
 }
 
 /// The leader's notice worker: an expiry threshold was reached.

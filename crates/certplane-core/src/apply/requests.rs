@@ -263,8 +263,14 @@ pub(super) fn submit_request(
             format!("request id {} is taken", submit.id),
         )));
     }
+    // The certificate a renewal renews, read once for every check below and for the renewal
+    // schedule it leaves; nothing in between writes it.
+    let renewed = match &spec.renewal_of {
+        Some(old) => get_certificate(store, old)?,
+        None => None,
+    };
     if let Some(old) = &spec.renewal_of {
-        match get_certificate(store, old)? {
+        match &renewed {
             None => {
                 return Ok(Err(Rejection::new(
                     RejectCode::NotFound,
@@ -279,7 +285,7 @@ pub(super) fn submit_request(
                 {
                     return Ok(Err(rejection));
                 }
-                if let Some(newer) = cert.superseded_by {
+                if let Some(newer) = &cert.superseded_by {
                     return Ok(Err(Rejection::new(
                         RejectCode::Conflict,
                         format!("certificate {old} was already renewed by {newer}"),
@@ -289,17 +295,18 @@ pub(super) fn submit_request(
         }
     }
     if let Some(rejection) =
-        super::deployments::check_worker_renewal(store, proposal, &submit.id, spec)?
+        super::deployments::check_worker_renewal(proposal, &submit.id, spec, renewed.as_ref())
     {
         return Ok(Err(rejection));
     }
-    if let Some(rejection) = super::deployments::check_destinations(store, spec)? {
+    if let Some(rejection) = super::deployments::check_destinations(store, spec, renewed.as_ref())?
+    {
         return Ok(Err(rejection));
     }
     let (issuer, violations, policy_versions, approval_policy) = evaluate_request(store, spec)?;
     let skip_reason = if approval_policy.required
         && approval_policy.renewal_skips
-        && renewal_unchanged(store, spec, &issuer)?
+        && renewal_unchanged(store, spec, &issuer, renewed.as_ref())?
     {
         Some("a renewal that changes nothing; the zone skips approval for those".to_string())
     } else {
@@ -351,7 +358,7 @@ pub(super) fn submit_request(
         aws: None,
     };
     write_request(store, &record);
-    super::deployments::renewal_submitted(store, entry, proposal, &record)?;
+    super::deployments::renewal_submitted(store, entry, proposal, &record, renewed);
     if state == RequestState::Rejected {
         let mut rejection = Rejection::new(
             RejectCode::PolicyViolation,
@@ -377,11 +384,9 @@ fn renewal_unchanged(
     store: &impl StateRead,
     spec: &crate::request::RequestSpec,
     issuer: &str,
+    renewed: Option<&CertificateRecord>,
 ) -> Result<bool, CoreError> {
-    let Some(old_id) = &spec.renewal_of else {
-        return Ok(false);
-    };
-    let Some(link) = get_certificate(store, old_id)?.and_then(|c| c.issuance) else {
+    let Some(link) = renewed.and_then(|c| c.issuance.as_ref()) else {
         return Ok(false);
     };
     let Some(before) = get_request(store, &link.request_id)? else {
@@ -467,8 +472,14 @@ pub(super) fn complete_issuance(
     }
     // Two renewals of one certificate may both be approved; only the first issued supersedes it. The
     // later one is answered (failed) rather than left queued, so the worker does not sign it again.
+    // Read once: the certificate this one renews is checked here, lends its deployments below and is
+    // marked superseded last; nothing in between writes it.
+    let renewed = match &request.spec.renewal_of {
+        Some(old_id) => get_certificate(store, old_id)?,
+        None => None,
+    };
     if let Some(old_id) = &request.spec.renewal_of {
-        if let Some(newer) = get_certificate(store, old_id)?.and_then(|c| c.superseded_by) {
+        if let Some(newer) = renewed.as_ref().and_then(|c| c.superseded_by.as_ref()) {
             let message = format!("certificate {old_id} was already renewed by {newer}");
             let id = request.id.clone();
             record_failure(store, entry, proposal, request, &message)?;
@@ -505,6 +516,7 @@ pub(super) fn complete_issuance(
             ),
         )));
     }
+    let policy = super::inventory::certificate_policy(store, &request.spec.zone)?;
     let record = CertificateRecord {
         id: done.certificate_id.clone(),
         details: done.details.clone(),
@@ -551,14 +563,11 @@ pub(super) fn complete_issuance(
         supersedes: request.spec.renewal_of.clone(),
         superseded_by: None,
         revocation: None,
-        notices: super::inventory::expiry_notices(
-            store,
-            &request.spec.zone,
-            done.details.not_after,
-        )?,
+        notices: super::inventory::expiry_notices_under(&policy, done.details.not_after),
         deployments: super::deployments::new_deployments(
             store,
             &request,
+            renewed.as_ref(),
             &done.certificate_id,
             done.private_key.is_some(),
             proposal.proposed_at,
@@ -572,12 +581,11 @@ pub(super) fn complete_issuance(
             None
         } else {
             super::deployments::new_renewal(
-                store,
-                &request.spec.zone,
+                &policy,
                 &done.certificate_id,
                 done.details.not_before,
                 done.details.not_after,
-            )?
+            )
         },
     };
     let mut record = record;
@@ -585,16 +593,14 @@ pub(super) fn complete_issuance(
     store.put(Keyspace::ByFingerprint, fingerprint, record.id.as_bytes());
     write_certificate(store, &record);
     super::deployments::note_places(store, &record.deployments)?;
-    if let Some(old_id) = &request.spec.renewal_of {
-        if let Some(mut old) = get_certificate(store, old_id)? {
-            let indexed = Indexed::of(&old);
-            old.superseded_by = Some(record.id.clone());
-            super::deployments::cancel_open(&mut old);
-            old.updated_at = proposal.proposed_at;
-            old.generation += 1;
-            old.revision = entry.index;
-            indexed.rewrite(store, &old);
-        }
+    if let Some(mut old) = renewed {
+        let indexed = Indexed::of(&old);
+        old.superseded_by = Some(record.id.clone());
+        super::deployments::cancel_open(&mut old);
+        old.updated_at = proposal.proposed_at;
+        old.generation += 1;
+        old.revision = entry.index;
+        indexed.rewrite(store, &old);
     }
     store.put(
         Keyspace::IssuedSerials,
