@@ -10,6 +10,7 @@ use crate::deploy::{
     Destination, RenewalSchedule,
 };
 use crate::error::{CoreError, RejectCode};
+use crate::policy::EffectivePolicy;
 use crate::request::{KeySource, RequestRecord, RequestSpec};
 use crate::store::{StateRead, StateStore};
 use crate::time::Timestamp;
@@ -29,15 +30,16 @@ pub fn destinations_for(
         Some(old) => get_certificate(store, old)?,
         None => None,
     };
-    destinations_given(store, spec, renewed.as_ref())
+    destinations_given(store, spec, renewed.as_ref(), None)
 }
 
 /// [`destinations_for`] with the certificate the request renews already read (`None` for a new
-/// certificate, or when it is gone).
+/// certificate, or when it is gone) and, when the caller has it, the zone's effective policy.
 fn destinations_given(
     store: &impl StateRead,
     spec: &RequestSpec,
     renewed: Option<&CertificateRecord>,
+    zone_policy: Option<&EffectivePolicy>,
 ) -> Result<Vec<Destination>, CoreError> {
     if let Some(cert) = renewed.filter(|c| !c.deployments.is_empty()) {
         return Ok(cert
@@ -46,9 +48,10 @@ fn destinations_given(
             .map(|d| d.destination.clone())
             .collect());
     }
-    match &spec.destinations {
-        Some(list) => Ok(list.clone()),
-        None => Ok(crate::zone::effective_for(store, &spec.zone)?
+    match (&spec.destinations, zone_policy) {
+        (Some(list), _) => Ok(list.clone()),
+        (None, Some(policy)) => Ok(policy.destinations.value.clone()),
+        (None, None) => Ok(crate::zone::effective_for(store, &spec.zone)?
             .0
             .destinations
             .value),
@@ -57,18 +60,19 @@ fn destinations_given(
 
 /// Why a request's destinations cannot work, checked when it is submitted: ACM import needs the
 /// private key, so a request that sends a CSR cannot have destinations. `renewed` is the certificate
-/// the request renews, as the caller read it.
+/// the request renews, as the caller read it; `zone_policy` the effective policy of its zone.
 pub(super) fn check_destinations(
     store: &impl StateRead,
     spec: &RequestSpec,
     renewed: Option<&CertificateRecord>,
+    zone_policy: &EffectivePolicy,
 ) -> Result<Option<Rejection>, CoreError> {
     if let Some(list) = &spec.destinations {
         if let Err(e) = crate::deploy::validate_destinations(list) {
             return Ok(Some(Rejection::new(RejectCode::InvalidArgument, e)));
         }
     }
-    let destinations = destinations_given(store, spec, renewed)?;
+    let destinations = destinations_given(store, spec, renewed, Some(zone_policy))?;
     if !destinations.is_empty() && matches!(spec.key, KeySource::Csr { .. }) {
         return Ok(Some(Rejection::new(
             RejectCode::InvalidArgument,
@@ -83,11 +87,13 @@ pub(super) fn check_destinations(
 
 /// The deployments of a newly issued certificate: a renewal inherits every destination of its
 /// predecessor with the ARN (so the re-import goes to the same ACM certificate); a new certificate
-/// starts its own lineage. `renewed` is the certificate the request renews, as the caller read it.
+/// starts its own lineage. `renewed` is the certificate the request renews, as the caller read it;
+/// `zone_policy` the effective policy of the request's zone.
 pub(super) fn new_deployments(
     store: &impl StateRead,
     request: &RequestRecord,
     renewed: Option<&CertificateRecord>,
+    zone_policy: &EffectivePolicy,
     certificate_id: &str,
     has_key: bool,
     now: Timestamp,
@@ -121,18 +127,20 @@ pub(super) fn new_deployments(
             })
             .collect());
     }
-    Ok(destinations_given(store, &request.spec, None)?
-        .into_iter()
-        .map(|d| {
-            let adopted = d.arn.clone();
-            fresh(d, certificate_id.to_string(), adopted, false)
-        })
-        .collect())
+    Ok(
+        destinations_given(store, &request.spec, None, Some(zone_policy))?
+            .into_iter()
+            .map(|d| {
+                let adopted = d.arn.clone();
+                fresh(d, certificate_id.to_string(), adopted, false)
+            })
+            .collect(),
+    )
 }
 
 /// The renewal schedule of a newly issued certificate, when its zone renews automatically.
 pub(super) fn new_renewal(
-    policy: &crate::policy::EffectivePolicy,
+    policy: &EffectivePolicy,
     certificate_id: &str,
     not_before: Timestamp,
     not_after: Timestamp,

@@ -129,7 +129,15 @@ pub fn evaluate_request(
     store: &impl StateRead,
     spec: &crate::request::RequestSpec,
 ) -> Result<Evaluation, CoreError> {
-    let (effective, versions) = zone::effective_for(store, &spec.zone)?;
+    evaluate_request_under(store, spec, zone::effective_for(store, &spec.zone)?)
+}
+
+/// [`evaluate_request`] with the zone's effective policy and versions already read.
+fn evaluate_request_under(
+    store: &impl StateRead,
+    spec: &crate::request::RequestSpec,
+    (effective, versions): (policy::EffectivePolicy, Vec<(String, u64)>),
+) -> Result<Evaluation, CoreError> {
     let issuer = spec
         .issuer
         .clone()
@@ -299,11 +307,14 @@ pub(super) fn submit_request(
     {
         return Ok(Err(rejection));
     }
-    if let Some(rejection) = super::deployments::check_destinations(store, spec, renewed.as_ref())?
+    let zone_policy = zone::effective_for(store, &spec.zone)?;
+    if let Some(rejection) =
+        super::deployments::check_destinations(store, spec, renewed.as_ref(), &zone_policy.0)?
     {
         return Ok(Err(rejection));
     }
-    let (issuer, violations, policy_versions, approval_policy) = evaluate_request(store, spec)?;
+    let (issuer, violations, policy_versions, approval_policy) =
+        evaluate_request_under(store, spec, zone_policy)?;
     let skip_reason = if approval_policy.required
         && approval_policy.renewal_skips
         && renewal_unchanged(store, spec, &issuer, renewed.as_ref())?
@@ -568,6 +579,7 @@ pub(super) fn complete_issuance(
             store,
             &request,
             renewed.as_ref(),
+            &policy,
             &done.certificate_id,
             done.private_key.is_some(),
             proposal.proposed_at,
