@@ -45,13 +45,97 @@ const META_VOTE: &[u8] = b"vote";
 const META_COMMITTED: &[u8] = b"committed";
 const META_LAST_PURGED: &[u8] = b"last_purged";
 
+/// How many bytes of recently appended entries (counted as encoded) are kept decoded in memory.
+const RECENT_BYTES: usize = 8 * 1024 * 1024;
+
 /// openraft's log store, and its log reader (a clone).
 ///
-/// Clones share the database and the fsync thread; the thread stops when the last clone is dropped.
+/// Clones share the database, the fsync thread and the recent entries; the thread stops when the
+/// last clone is dropped.
 #[derive(Clone)]
 pub struct RocksLogStore {
     db: Arc<DB>,
     flusher: Arc<WalFlusher>,
+    recent: Arc<Mutex<Recent>>,
+}
+
+/// The tail of the log as appended, decoded: the state machine applies and the replication streams
+/// send entries moments after they are appended, and would otherwise decode each one again from
+/// RocksDB (the leader three times). Whenever it is not empty it ends at the log's last entry and
+/// holds consecutive indexes: every append, truncation and purge updates it with the database.
+#[derive(Default)]
+struct Recent {
+    entries: std::collections::VecDeque<(Entry, usize)>,
+    bytes: usize,
+}
+
+impl Recent {
+    fn first_index(&self) -> Option<u64> {
+        self.entries.front().map(|(e, _)| e.index())
+    }
+
+    fn push(&mut self, entry: Entry, size: usize) {
+        let follows = match self.entries.back() {
+            Some((last, _)) => last.index().checked_add(1) == Some(entry.index()),
+            None => true,
+        };
+        if !follows {
+            self.clear();
+        }
+        self.bytes += size;
+        self.entries.push_back((entry, size));
+        while self.bytes > RECENT_BYTES {
+            match self.entries.pop_front() {
+                Some((_, size)) => self.bytes -= size,
+                None => break,
+            }
+        }
+    }
+
+    /// Forget every entry from `index` on.
+    fn truncate_from(&mut self, index: u64) {
+        while self.entries.back().is_some_and(|(e, _)| e.index() >= index) {
+            if let Some((_, size)) = self.entries.pop_back() {
+                self.bytes -= size;
+            }
+        }
+    }
+
+    /// Forget every entry up to and including `index`.
+    fn purge_to(&mut self, index: u64) {
+        while self
+            .entries
+            .front()
+            .is_some_and(|(e, _)| e.index() <= index)
+        {
+            if let Some((_, size)) = self.entries.pop_front() {
+                self.bytes -= size;
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.bytes = 0;
+    }
+
+    /// The entries from `start` to `end` (exclusive; `None` for the end of the log), if every one of
+    /// them is held.
+    fn read(&self, start: u64, end: Option<u64>) -> Option<Vec<Entry>> {
+        let first = self.first_index()?;
+        if start < first {
+            return None;
+        }
+        let skip = usize::try_from(start - first).ok()?;
+        Some(
+            self.entries
+                .iter()
+                .skip(skip)
+                .take_while(|(e, _)| end.is_none_or(|end| e.index() < end))
+                .map(|(e, _)| e.clone())
+                .collect(),
+        )
+    }
 }
 
 impl fmt::Debug for RocksLogStore {
@@ -84,6 +168,7 @@ impl RocksLogStore {
         Ok(RocksLogStore {
             db,
             flusher: Arc::new(WalFlusher::spawn(sync_wal)?),
+            recent: Arc::default(),
         })
     }
 
@@ -144,7 +229,15 @@ impl RocksLogStore {
         if end.is_some_and(|end| end <= start) {
             return Ok(Vec::new());
         }
+        if let Some(entries) = self.recent().read(start, end) {
+            return Ok(entries);
+        }
+        self.read_stored(start, end)
+    }
 
+    /// The stored entries from `start` to `end` (exclusive; `None` reads to the end of the log), read
+    /// from the database and checked.
+    fn read_stored(&self, start: u64, end: Option<u64>) -> io::Result<Vec<Entry>> {
         let mut read_opts = ReadOptions::default();
         if let Some(end) = end {
             // Lets RocksDB stop at the bound instead of stepping onto (and decoding) the next entry.
@@ -173,6 +266,10 @@ impl RocksLogStore {
             entries.push(entry);
         }
         Ok(entries)
+    }
+
+    fn recent(&self) -> std::sync::MutexGuard<'_, Recent> {
+        self.recent.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn get_meta<T: DeserializeOwned>(&self, key: &[u8]) -> io::Result<Option<T>> {
@@ -258,13 +355,13 @@ impl RaftLogStorage<TypeConfig> for RocksLogStore {
     {
         let log_cf = self.log_cf()?;
         let mut batch = WriteBatch::default();
+        let mut appended = Vec::new();
         for entry in entries {
             let index = entry.index();
-            batch.put_cf(
-                log_cf,
-                index_key(index),
-                encode_value(&entry, || format!("raft log entry {index}"))?,
-            );
+            let value = encode_value(&entry, || format!("raft log entry {index}"))?;
+            let size = value.len();
+            batch.put_cf(log_cf, index_key(index), value);
+            appended.push((entry, size));
         }
         // Written here so the entries are readable when `append` returns, as openraft requires; the
         // fsync thread makes them durable before `callback` is completed.
@@ -274,7 +371,12 @@ impl RaftLogStorage<TypeConfig> for RocksLogStore {
         let write = || {
             self.db
                 .write_opt(batch, &opts)
-                .map_err(|e| io_error("appending to the raft log", e))
+                .map_err(|e| io_error("appending to the raft log", e))?;
+            let mut recent = self.recent();
+            for (entry, size) in appended {
+                recent.push(entry, size);
+            }
+            Ok(())
         };
         self.flusher
             .write_then_enqueue(write, Box::new(move |result| callback.io_completed(result)))
@@ -290,6 +392,7 @@ impl RaftLogStorage<TypeConfig> for RocksLogStore {
         };
         // Not synced: if a crash undoes it, the node restarts with the conflicting tail it had, which
         // openraft truncates again. Any later acknowledged append fsyncs this deletion with it.
+        self.recent().truncate_from(first_removed);
         let log_cf = self.log_cf()?;
         let mut batch = WriteBatch::default();
         // delete_range's end is exclusive, so the last possible index is deleted on its own.
@@ -304,6 +407,7 @@ impl RaftLogStorage<TypeConfig> for RocksLogStore {
         // The marker goes first: the WAL replays writes in order, so after a crash the entries are
         // either still there or already accounted for by `last_purged`, never missing unexplained.
         put_meta(&self.db, META_LAST_PURGED, &log_id, false)?;
+        self.recent().purge_to(log_id.index());
         let log_cf = self.log_cf()?;
         let mut batch = WriteBatch::default();
         batch.delete_range_cf(log_cf, index_key(0), index_key(log_id.index()));

@@ -373,6 +373,78 @@ async fn purge_removes_the_head_and_is_remembered() {
     assert_eq!(state.last_log_id, Some(log_id::<TypeConfig>(1, 1, 20)));
 }
 
+/// Every read, whether the recent tail in memory answers it or the database does, returns what the
+/// database holds, through appends, a truncation with a new leader's entries, and a purge.
+#[tokio::test]
+async fn the_recent_tail_reads_as_the_database_does() {
+    let (_dir, mut store) = open_store();
+    async fn same(store: &mut RocksLogStore) {
+        let ranges: [(u64, Option<u64>); 7] = [
+            (0, None),
+            (0, Some(3)),
+            (2, Some(7)),
+            (4, None),
+            (6, Some(6)),
+            (9, None),
+            (30, None),
+        ];
+        for (start, end) in ranges {
+            let stored = store.read_stored(start, end).unwrap();
+            let read = match end {
+                Some(end) => store.try_get_log_entries(start..end).await.unwrap(),
+                None => store.try_get_log_entries(start..).await.unwrap(),
+            };
+            assert_eq!(read, stored, "range {start}..{end:?}");
+        }
+    }
+    store
+        .blocking_append((0..=10).map(|i| normal(1, i)))
+        .await
+        .unwrap();
+    same(&mut store).await;
+    store
+        .truncate_after(Some(log_id::<TypeConfig>(1, 1, 5)))
+        .await
+        .unwrap();
+    same(&mut store).await;
+    store
+        .blocking_append((6..=8).map(|i| normal(2, i)))
+        .await
+        .unwrap();
+    same(&mut store).await;
+    assert_eq!(
+        store.try_get_log_entries(6..7).await.unwrap(),
+        [normal(2, 6)]
+    );
+    store.purge(log_id::<TypeConfig>(1, 1, 3)).await.unwrap();
+    same(&mut store).await;
+    store.truncate_after(None).await.unwrap();
+    same(&mut store).await;
+    store.blocking_append([blank(3, 9)]).await.unwrap();
+    same(&mut store).await;
+}
+
+#[test]
+fn the_recent_tail_keeps_consecutive_entries_within_its_byte_budget() {
+    let mut recent = Recent::default();
+    let quarter = RECENT_BYTES / 4;
+    for i in 1..=5 {
+        recent.push(blank(1, i), quarter);
+    }
+    // The oldest entry went to stay within the budget.
+    assert_eq!(recent.first_index(), Some(2));
+    assert_eq!(recent.bytes, RECENT_BYTES);
+    assert_eq!(recent.read(1, None), None, "entry 1 is no longer held");
+    assert_eq!(indexes(&recent.read(3, Some(5)).unwrap()), [3, 4]);
+    // An entry that does not follow the last one starts the tail afresh.
+    recent.push(blank(2, 9), 10);
+    assert_eq!(recent.first_index(), Some(9));
+    assert_eq!(recent.bytes, 10);
+    recent.truncate_from(9);
+    assert_eq!(recent.first_index(), None);
+    assert_eq!(recent.bytes, 0);
+}
+
 /// Pins the on-disk format: a value written by hand, as an older build would have written it.
 #[tokio::test]
 async fn reads_a_hand_made_version_1_value() {
