@@ -66,22 +66,20 @@ pub fn open_db(path: &Path) -> Result<Arc<DB>, io::Error> {
         let mut table = BlockBasedOptions::default();
         table.set_block_cache(&cache);
         let mut opts = Options::default();
-        if name != CF_RAFT_LOG {
-            // Point reads of absent keys are common in apply (a new id, serial or fingerprint is
-            // checked before it is written): a Bloom filter answers them without reading blocks.
-            table.set_bloom_filter(BLOOM_BITS_PER_KEY, false);
-        }
-        opts.set_block_based_table_factory(&table);
         if name == CF_RAFT_LOG {
             // Entries are written once and deleted once a snapshot covers them: compressing them
             // only costs CPU on the write path (decision 0017).
             opts.set_compression_type(DBCompressionType::None);
         } else {
+            // Point reads of absent keys are common in apply (a new id, serial or fingerprint is
+            // checked before it is written): a Bloom filter answers them without reading blocks.
+            table.set_bloom_filter(BLOOM_BITS_PER_KEY, false);
             // Flushes (level 0) stay uncompressed, so the apply path's memtable turnover costs no
             // compression; compaction below level 0 compresses what stays (decision 0017).
             opts.set_compression_type(DBCompressionType::Lz4);
             opts.set_compression_per_level(&COMPRESSION_PER_LEVEL);
         }
+        opts.set_block_based_table_factory(&table);
         opts
     };
 

@@ -30,16 +30,20 @@ pub fn destinations_for(
         Some(old) => get_certificate(store, old)?,
         None => None,
     };
-    destinations_given(store, spec, renewed.as_ref(), None)
+    destinations_given(spec, renewed.as_ref(), || {
+        Ok(crate::zone::effective_for(store, &spec.zone)?
+            .0
+            .destinations
+            .value)
+    })
 }
 
 /// [`destinations_for`] with the certificate the request renews already read (`None` for a new
-/// certificate, or when it is gone) and, when the caller has it, the zone's effective policy.
+/// certificate, or when it is gone); `zone_destinations` gives the zone's, asked only if needed.
 fn destinations_given(
-    store: &impl StateRead,
     spec: &RequestSpec,
     renewed: Option<&CertificateRecord>,
-    zone_policy: Option<&EffectivePolicy>,
+    zone_destinations: impl FnOnce() -> Result<Vec<Destination>, CoreError>,
 ) -> Result<Vec<Destination>, CoreError> {
     if let Some(cert) = renewed.filter(|c| !c.deployments.is_empty()) {
         return Ok(cert
@@ -48,13 +52,9 @@ fn destinations_given(
             .map(|d| d.destination.clone())
             .collect());
     }
-    match (&spec.destinations, zone_policy) {
-        (Some(list), _) => Ok(list.clone()),
-        (None, Some(policy)) => Ok(policy.destinations.value.clone()),
-        (None, None) => Ok(crate::zone::effective_for(store, &spec.zone)?
-            .0
-            .destinations
-            .value),
+    match &spec.destinations {
+        Some(list) => Ok(list.clone()),
+        None => zone_destinations(),
     }
 }
 
@@ -62,7 +62,6 @@ fn destinations_given(
 /// private key, so a request that sends a CSR cannot have destinations. `renewed` is the certificate
 /// the request renews, as the caller read it; `zone_policy` the effective policy of its zone.
 pub(super) fn check_destinations(
-    store: &impl StateRead,
     spec: &RequestSpec,
     renewed: Option<&CertificateRecord>,
     zone_policy: &EffectivePolicy,
@@ -72,7 +71,8 @@ pub(super) fn check_destinations(
             return Ok(Some(Rejection::new(RejectCode::InvalidArgument, e)));
         }
     }
-    let destinations = destinations_given(store, spec, renewed, Some(zone_policy))?;
+    let destinations =
+        destinations_given(spec, renewed, || Ok(zone_policy.destinations.value.clone()))?;
     if !destinations.is_empty() && matches!(spec.key, KeySource::Csr { .. }) {
         return Ok(Some(Rejection::new(
             RejectCode::InvalidArgument,
@@ -90,7 +90,6 @@ pub(super) fn check_destinations(
 /// starts its own lineage. `renewed` is the certificate the request renews, as the caller read it;
 /// `zone_policy` the effective policy of the request's zone.
 pub(super) fn new_deployments(
-    store: &impl StateRead,
     request: &RequestRecord,
     renewed: Option<&CertificateRecord>,
     zone_policy: &EffectivePolicy,
@@ -127,15 +126,15 @@ pub(super) fn new_deployments(
             })
             .collect());
     }
-    Ok(
-        destinations_given(store, &request.spec, None, Some(zone_policy))?
-            .into_iter()
-            .map(|d| {
-                let adopted = d.arn.clone();
-                fresh(d, certificate_id.to_string(), adopted, false)
-            })
-            .collect(),
-    )
+    Ok(destinations_given(&request.spec, None, || {
+        Ok(zone_policy.destinations.value.clone())
+    })?
+    .into_iter()
+    .map(|d| {
+        let adopted = d.arn.clone();
+        fresh(d, certificate_id.to_string(), adopted, false)
+    })
+    .collect())
 }
 
 /// The renewal schedule of a newly issued certificate, when its zone renews automatically.

@@ -309,7 +309,7 @@ pub(super) fn submit_request(
     }
     let zone_policy = zone::effective_for(store, &spec.zone)?;
     if let Some(rejection) =
-        super::deployments::check_destinations(store, spec, renewed.as_ref(), &zone_policy.0)?
+        super::deployments::check_destinations(spec, renewed.as_ref(), &zone_policy.0)?
     {
         return Ok(Err(rejection));
     }
@@ -576,7 +576,6 @@ pub(super) fn complete_issuance(
         revocation: None,
         notices: super::inventory::expiry_notices_under(&policy, done.details.not_after),
         deployments: super::deployments::new_deployments(
-            store,
             &request,
             renewed.as_ref(),
             &policy,
